@@ -1,0 +1,30 @@
+"""Factory: model config -> (model, criterion, postprocessor)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ssd_core.config import ModelConfig
+from ssd_core.loss import SSDLoss
+from ssd_core.model import SSD300
+from ssd_core.postprocess import PostProcessor
+
+
+class Detector(NamedTuple):
+    """The three objects a trainer needs: network, loss and post-processing."""
+
+    model: SSD300
+    criterion: SSDLoss
+    postprocessor: PostProcessor
+
+
+def build_detector(cfg: ModelConfig) -> Detector:
+    """Build SSD300 (loading backbone weights as configured), SSDLoss and PostProcessor."""
+    model = SSD300(num_classes=cfg.num_classes, backbone_weights=cfg.backbone_weights)
+    postprocessor = PostProcessor(
+        score_threshold=cfg.score_threshold,
+        nms_iou_threshold=cfg.nms_iou_threshold,
+        topk_per_class=cfg.topk_per_class,
+        max_detections=cfg.max_detections,
+    )
+    return Detector(model=model, criterion=SSDLoss(), postprocessor=postprocessor)

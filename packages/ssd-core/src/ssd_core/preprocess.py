@@ -1,0 +1,33 @@
+"""Image normalisation for SSD300: uint8 RGB -> ImageNet mean/std floats (the one place it happens)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def normalize_images(images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """ImageNet-normalise a batch of uint8 RGB images on their own device.
+
+    Computes ``(images / 255 - mean) / std`` per channel in float32 (as the reference's ToTensor +
+    Normalize), then casts to ``dtype``. The memory format is kept: channels_last in, channels_last
+    out.
+
+    Args:
+        images: uint8 [N, 3, H, W] RGB (NCHW or channels_last).
+        dtype: result dtype (float32, or bf16/fp16 for low-precision steps).
+
+    Returns:
+        [N, 3, H, W] tensor of ``dtype``.
+    """
+    if images.dtype != torch.uint8:
+        raise TypeError(f"normalize_images: expected uint8 RGB images, got {images.dtype}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"normalize_images: expected [N, 3, H, W], got {tuple(images.shape)}")
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    out = (images.to(torch.float32) / 255.0 - mean) / std
+    return out.to(dtype)
