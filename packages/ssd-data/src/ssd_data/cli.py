@@ -1,0 +1,183 @@
+"""``ssd-data`` command line: ``synth`` (synthetic COCO), ``download`` (COCO 2017, backbone), ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+_EPILOG = """examples:
+  ssd-data synth --out data/synthetic                  # 2,000 train + 250 val 'easy' images
+  ssd-data synth --out data/synth-hard --difficulty hard --train-images 20000
+  ssd-data download --root /data/coco2017 --backbone   # COCO 2017 (~20 GB) + ResNet-34 weights
+  ssd-data download --root /tmp/x --no-dataset --backbone
+  ssd-data bench --help                                # input pipeline throughput
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ssd_data.synthetic_presets import PRESETS
+
+    p = argparse.ArgumentParser(
+        prog="ssd-data",
+        description="Datasets for the MLPerf SSD300 benchmark: synthetic COCO-format data, the "
+        "COCO 2017 download, and the input pipeline benchmark.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="{synth,download,bench}")
+
+    s = sub.add_parser(
+        "synth",
+        help="write a deterministic synthetic COCO-format dataset (cached)",
+        description="Write DIR/train2017, DIR/val2017 and DIR/annotations/instances_{train,val}2017.json "
+        "with drawn objects whose class shows in shape, texture and colour. The same arguments give "
+        "byte-identical files; re-running them is a no-op.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    s.add_argument("--out", type=Path, required=True, help="dataset root to create")
+    s.add_argument("--train-images", type=int, default=2000, help="images in train2017")
+    s.add_argument("--val-images", type=int, default=250, help="images in val2017")
+    s.add_argument("--seed", type=int, default=0, help="dataset seed")
+    s.add_argument(
+        "--difficulty",
+        choices=sorted(PRESETS),
+        default="easy",
+        help="easy: 10 classes, distinct shape and colour, big objects (CPU default job); "
+        "medium: 20 classes, close colours, more clutter; hard: 80 classes, small objects, heavy clutter",
+    )
+    s.add_argument(
+        "--categories",
+        choices=("all", "used"),
+        default="all",
+        help="list all 80 COCO categories in the jsons, or only those with drawn objects",
+    )
+    s.add_argument("--workers", type=int, default=None, help="processes (default: min(4, CPUs))")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    d = sub.add_parser(
+        "download",
+        help="download, verify and extract COCO 2017 and/or the ResNet-34 backbone",
+        description="Download train2017.zip, val2017.zip and annotations_trainval2017.zip into ROOT "
+        "(resuming partial files), verify sizes and MD5s, extract, and check ROOT's layout. "
+        "Re-running is a no-op. --backbone also fetches torchvision's ImageNet ResNet-34 weights into "
+        "the torch hub cache (TORCH_HOME), where the trainer looks for them.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    from ssd_data.download import BACKBONE_URL, DEFAULT_BASE_URL
+
+    d.add_argument("--root", type=Path, help="dataset root (required unless --no-dataset)")
+    d.add_argument(
+        "--base-url",
+        default=DEFAULT_BASE_URL,
+        help="COCO host (a mirror serving zips/ and annotations/)",
+    )
+    d.add_argument(
+        "--manifest",
+        type=Path,
+        help="JSON list of archives {name, url_path, size, md5, provides} replacing COCO 2017's "
+        "(for mirrors that repackage the data)",
+    )
+    d.add_argument(
+        "--backbone", action="store_true", help="also fetch the ResNet-34 ImageNet weights"
+    )
+    d.add_argument(
+        "--backbone-url",
+        default=BACKBONE_URL,
+        help="backbone weights URL (its file name must carry the sha256 prefix, as torch.hub's do)",
+    )
+    d.add_argument(
+        "--no-dataset", action="store_true", help="skip COCO (e.g. with --backbone only)"
+    )
+    d.add_argument("--remove-archives", action="store_true", help="delete each zip once extracted")
+    d.add_argument(
+        "--retries", type=int, default=3, help="resume attempts per file on network errors"
+    )
+    d.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds without data before a retry"
+    )
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sub.add_parser(
+        "bench",
+        help="throughput of the training input pipeline vs a torchvision baseline (see `ssd-data bench --help`)",
+        add_help=False,
+    )
+    return p
+
+
+def _bench(argv: list[str]) -> int:
+    try:
+        bench = importlib.import_module("ssd_data.bench")
+    except ModuleNotFoundError as e:
+        if e.name != "ssd_data.bench":
+            raise
+        print(
+            "ssd-data bench: the benchmark module ssd_data.bench is not available in this "
+            "installation (it is part of the data pipeline and has not been added yet).",
+            file=sys.stderr,
+        )
+        return 2
+    return int(bench.main(argv) or 0)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from ssd_data.synthetic import generate_synthetic_coco
+
+    out = generate_synthetic_coco(
+        args.out,
+        train_images=args.train_images,
+        val_images=args.val_images,
+        seed=args.seed,
+        difficulty=args.difficulty,
+        categories=args.categories,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    print(f"synthetic COCO dataset ({args.difficulty}) ready in {out}")
+    return 0
+
+
+def _download(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ssd_data.download import COCO_2017, download_backbone, download_coco, load_manifest
+
+    if args.no_dataset and not args.backbone:
+        parser.error("download: --no-dataset without --backbone has nothing to do")
+    if not args.no_dataset and args.root is None:
+        parser.error("download: --root DIR is required (or pass --no-dataset --backbone)")
+    if not args.no_dataset:
+        root = download_coco(
+            args.root,
+            archives=load_manifest(args.manifest) if args.manifest else COCO_2017,
+            base_url=args.base_url,
+            progress=not args.quiet,
+            retries=args.retries,
+            remove_archives=args.remove_archives,
+            timeout=args.timeout,
+        )
+        print(f"COCO 2017 ready in {root}")
+    if args.backbone:
+        path = download_backbone(
+            args.backbone_url, progress=not args.quiet, retries=args.retries, timeout=args.timeout
+        )
+        print(f"backbone weights ready: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``ssd-data`` with ``argv`` (default: sys.argv[1:]); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from ssd_data.download import DownloadError
+
+    try:
+        if args.command == "synth":
+            return _synth(args)
+        return _download(args, parser)
+    except (DownloadError, FileExistsError, ValueError) as e:
+        print(f"ssd-data {args.command}: error: {e}", file=sys.stderr)
+        return 1
