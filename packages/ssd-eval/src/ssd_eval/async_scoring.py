@@ -1,0 +1,134 @@
+"""Asynchronous scoring: rank 0 scores gathered detections in a separate process.
+
+One worker process (ProcessPoolExecutor, spawn or forkserver, never fork) loads and indexes the
+ground truth once in its initializer; each `submit(epoch, rows)` queues a scoring job, `poll()`
+returns the finished results without blocking (each carrying its epoch), `wait()` blocks for all.
+This module and the worker import no torch.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import weakref
+from collections import deque
+from collections.abc import Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ssd_eval.groundtruth import GroundTruth, load_ground_truth
+from ssd_eval.result import EvalResult
+from ssd_eval.scoring import Backend, CocoScorer
+
+_WORKER_SCORER: CocoScorer | None = None
+
+
+class AsyncScoringError(RuntimeError):
+    """The scoring process failed (the message names the epoch and the cause)."""
+
+
+def _init_worker(gt: str | Mapping[str, Any], backend: Backend) -> None:
+    """Worker initializer: load and index the ground truth once."""
+    global _WORKER_SCORER
+    _WORKER_SCORER = CocoScorer(load_ground_truth(gt), backend=backend)
+
+
+def _score_in_worker(epoch: int | None, rows: np.ndarray) -> EvalResult:
+    assert _WORKER_SCORER is not None, "scoring worker was not initialised"
+    return _WORKER_SCORER.score(rows, epoch=epoch)
+
+
+def _shutdown(executor: ProcessPoolExecutor) -> None:
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+class AsyncScorer:
+    """Scores detection rows in one background process.
+
+    Args:
+        gt: ground-truth json path (preferred: the worker reads it itself), dict or GroundTruth.
+        backend: "faster" or "pycocotools".
+        start_method: "spawn" or "forkserver".
+        max_pending: jobs in flight before `submit` waits for the oldest.
+    """
+
+    def __init__(
+        self,
+        gt: str | Path | Mapping[str, Any] | GroundTruth,
+        *,
+        backend: Backend = "faster",
+        start_method: str = "spawn",
+        max_pending: int = 2,
+    ) -> None:
+        if start_method not in ("spawn", "forkserver"):
+            raise ValueError(f"start_method must be 'spawn' or 'forkserver', got {start_method!r}")
+        if isinstance(gt, GroundTruth):
+            source: str | Mapping[str, Any] = gt.dataset
+        elif isinstance(gt, Mapping):
+            source = dict(gt)
+        else:
+            source = str(gt)
+        self.max_pending = max_pending
+        self._executor = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context(start_method),
+            initializer=_init_worker,
+            initargs=(source, backend),
+        )
+        self._pending: deque[tuple[int | None, Future[EvalResult]]] = deque()
+        self._finalizer = weakref.finalize(self, _shutdown, self._executor)
+
+    @property
+    def pending(self) -> int:
+        """Jobs submitted and not yet returned by poll()/wait()."""
+        return len(self._pending)
+
+    def submit(self, epoch: int | None, rows: np.ndarray) -> None:
+        """Queue rows float64 [R, 7] (see ssd_eval.detections) for scoring; returns at once
+        unless `max_pending` jobs are already in flight (then waits for the oldest to finish)."""
+        if not self._finalizer.alive:
+            raise RuntimeError("AsyncScorer is closed")
+        while len(self._pending) >= self.max_pending:
+            self._pending[0][1].exception()  # block until the oldest is done; poll() returns it
+            if all(f.done() for _, f in self._pending):
+                break
+        self._pending.append((epoch, self._executor.submit(_score_in_worker, epoch, rows)))
+
+    def _take(self, blocking: bool) -> list[EvalResult]:
+        results = []
+        while self._pending and (blocking or self._pending[0][1].done()):
+            epoch, future = self._pending.popleft()
+            try:
+                results.append(future.result())
+            except Exception as error:
+                raise AsyncScoringError(
+                    f"scoring the detections of epoch {epoch} failed: {type(error).__name__}: {error}"
+                ) from error
+        return results
+
+    def poll(self) -> list[EvalResult]:
+        """Finished results in submission order (never blocks)."""
+        return self._take(blocking=False)
+
+    def wait(self) -> list[EvalResult]:
+        """Block until every submitted job is done; return their results in submission order."""
+        return self._take(blocking=True)
+
+    def worker_pid(self) -> int:
+        """Process id of the scoring worker (starts it if needed); for diagnostics and tests."""
+        import os
+
+        return self._executor.submit(os.getpid).result()
+
+    def close(self) -> None:
+        """Cancel jobs not yet started, wait for the running one, and stop the worker process."""
+        self._pending.clear()
+        self._finalizer()
+
+    def __enter__(self) -> AsyncScorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

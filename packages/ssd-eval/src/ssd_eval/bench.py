@@ -1,0 +1,122 @@
+"""`ssd-eval bench`: scoring time of a val2017-sized job, ours (faster-coco-eval) beside pycocotools.
+
+Both start from the ground-truth json on disk and the same detections in memory; the columns are
+load+index (read and index the json, turn detections into COCO results, loadRes), evaluate,
+accumulate (with summarize) and their total. The mAP of each and their largest |difference| over
+the 12 stats are shown too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ssd_eval.detections import rows_to_records
+from ssd_eval.groundtruth import load_ground_truth
+from ssd_eval.scoring import CocoScorer
+from ssd_eval.synthetic import make_detections, make_ground_truth
+
+
+@dataclass
+class BenchRow:
+    """Timings (seconds) and stats of one backend."""
+
+    backend: str
+    load_s: float
+    evaluate_s: float
+    accumulate_s: float
+    stats: list[float]
+
+    @property
+    def total_s(self) -> float:
+        return self.load_s + self.evaluate_s + self.accumulate_s
+
+
+def time_ours(gt_path: Path, rows: np.ndarray) -> BenchRow:
+    """ssd_eval's own path: load_ground_truth + CocoScorer("faster").score (checks included)."""
+    start = time.perf_counter()
+    scorer = CocoScorer(load_ground_truth(gt_path), backend="faster")
+    load = time.perf_counter() - start
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    result = scorer.score(rows, timings=timings)
+    check = time.perf_counter() - start - sum(timings.values())
+    return BenchRow(
+        "ssd_eval (faster-coco-eval)",
+        load + check + timings["load_results"],
+        timings["evaluate"],
+        timings["accumulate"],
+        result.stats,
+    )
+
+
+def time_pycocotools(gt_path: Path, rows: np.ndarray) -> BenchRow:
+    """Plain pycocotools: COCO(json), loadRes(results list), COCOeval evaluate/accumulate/summarize."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        start = time.perf_counter()
+        coco_gt = COCO(str(gt_path))
+        coco_dt = coco_gt.loadRes(rows_to_records(rows))
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        load = time.perf_counter() - start
+        start = time.perf_counter()
+        evaluator.evaluate()
+        evaluate = time.perf_counter() - start
+        start = time.perf_counter()
+        evaluator.accumulate()
+        evaluator.summarize()
+        accumulate = time.perf_counter() - start
+    return BenchRow("pycocotools", load, evaluate, accumulate, [float(v) for v in evaluator.stats])
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    """Markdown table; speed-up and |diff| are relative to the pycocotools row (the last)."""
+    reference = rows[-1]
+    lines = [
+        "| backend | load+index s | evaluate s | accumulate s | total s | speed-up | mAP | max abs diff (12 stats) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        diff = max(abs(a - b) for a, b in zip(row.stats, reference.stats, strict=True))
+        lines.append(
+            f"| {row.backend} | {row.load_s:.2f} | {row.evaluate_s:.2f} | {row.accumulate_s:.2f} | "
+            f"{row.total_s:.2f} | {reference.total_s / row.total_s:.1f}x | {row.stats[0]:.6f} | "
+            f"{diff:.1e} |"
+        )
+    return "\n".join(lines)
+
+
+def run_bench(
+    images: int = 5000,
+    per_image: int = 200,
+    mean_boxes: float = 7.3,
+    seed: int = 0,
+    with_pycocotools: bool = True,
+) -> tuple[str, list[BenchRow]]:
+    """Generate the job, time each backend once, return (report text, rows)."""
+    gt = make_ground_truth(images, seed=seed, mean_boxes=mean_boxes)
+    rows = make_detections(gt, seed=seed, per_image=per_image)
+    with tempfile.TemporaryDirectory(prefix="ssd-eval-bench-") as tmp:
+        gt_path = Path(tmp) / "instances_synthetic.json"
+        gt_path.write_text(json.dumps(gt))
+        results = [time_ours(gt_path, rows)]
+        if with_pycocotools:
+            results.append(time_pycocotools(gt_path, rows))
+    header = (
+        f"job: {images} images, {len(gt['annotations'])} ground-truth boxes "
+        f"({sum(a['iscrowd'] for a in gt['annotations'])} crowd), {len(gt['categories'])} "
+        f"categories, {rows.shape[0]} detections ({per_image} per image max), seed {seed}\n"
+        f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
+        f"python {platform.python_version()}"
+    )
+    return header + "\n\n" + format_table(results), results

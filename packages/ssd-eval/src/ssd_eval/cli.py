@@ -1,0 +1,109 @@
+"""`ssd-eval`: score a COCO results file, or benchmark scoring speed.
+
+ssd-eval --gt instances_val2017.json --detections dets.json [--json OUT] [--backend B]
+ssd-eval score --gt ... (the same, spelled out)
+ssd-eval bench [--images 5000] [--detections-per-image 200] [--no-pycocotools]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ssd_eval.detections import DetectionsError, load_detections
+from ssd_eval.groundtruth import GroundTruthError, load_ground_truth
+from ssd_eval.scoring import BACKENDS, CocoScorer
+from ssd_eval.summary import format_summary
+
+_EPILOG = (
+    "subcommands: `ssd-eval score ...` (default) and `ssd-eval bench ...`; see `ssd-eval bench -h`"
+)
+
+
+def _score_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ssd-eval",
+        description="Score COCO box detections (a COCO results json) against a ground truth.",
+        epilog=_EPILOG,
+    )
+    parser.add_argument(
+        "--gt", required=True, type=Path, help="ground-truth json (instances_*.json)"
+    )
+    parser.add_argument(
+        "--detections",
+        required=True,
+        type=Path,
+        help="COCO results json: [{image_id, category_id, bbox: [x, y, w, h] pixels, score}, ...]",
+    )
+    parser.add_argument("--json", type=Path, help='also write {"mAP": ..., "stats": [12]} here')
+    parser.add_argument("--backend", choices=BACKENDS, default="faster", help="scoring library")
+    return parser
+
+
+def _bench_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ssd-eval bench",
+        description="Time scoring of a val2017-sized synthetic job with ssd_eval and pycocotools.",
+    )
+    parser.add_argument(
+        "--images", type=int, default=5000, help="images (default 5000, as val2017)"
+    )
+    parser.add_argument(
+        "--detections-per-image", type=int, default=200, help="default 200 (SSD's K)"
+    )
+    parser.add_argument(
+        "--boxes-per-image", type=float, default=7.3, help="mean ground-truth boxes"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-pycocotools", action="store_true", help="time ssd_eval only")
+    return parser
+
+
+def score_main(argv: Sequence[str]) -> int:
+    args = _score_parser().parse_args(argv)
+    try:
+        gt = load_ground_truth(args.gt)
+        rows = load_detections(args.detections)
+        result = CocoScorer(gt, backend=args.backend).score(rows)
+    except (GroundTruthError, DetectionsError) as error:
+        print(f"ssd-eval: error: {error}", file=sys.stderr)
+        return 2
+    print(format_summary(result.stats))
+    print(f"mAP = {result.map:.6f} ({args.backend}, {rows.shape[0]} detections)")
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps({"mAP": result.map, "stats": result.stats}, indent=2) + "\n"
+        )
+    return 0
+
+
+def bench_main(argv: Sequence[str]) -> int:
+    from ssd_eval.bench import run_bench
+
+    args = _bench_parser().parse_args(argv)
+    report, _ = run_bench(
+        images=args.images,
+        per_image=args.detections_per_image,
+        mean_boxes=args.boxes_per_image,
+        seed=args.seed,
+        with_pycocotools=not args.no_pycocotools,
+    )
+    print(report)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `ssd-eval` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "bench":
+        return bench_main(args[1:])
+    if args and args[0] == "score":
+        return score_main(args[1:])
+    return score_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
