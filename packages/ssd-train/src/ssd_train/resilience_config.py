@@ -1,0 +1,162 @@
+"""Settings of the resilience components: checkpoints, stop requests, watchdog, non-finite loss, faults.
+
+`Settings.checkpoint` is :class:`CheckpointConfig`; `Settings.resilience` is
+:class:`ResilienceConfig` (preemption, watchdog, non-finite policy, test-only fault injection).
+From the command line they read e.g. ``--checkpoint.every-steps 500``,
+``--checkpoint.resume never``, ``--resilience.watchdog.factor 20``; from the environment
+``SSD_CHECKPOINT__KEEP=3``, ``SSD_RESILIENCE__FAULTS__NAN_LOSS_AT_STEP=7``.
+Process-group timeouts live in the trainer's ``distributed`` section (``init_timeout_s``,
+``timeout_s``); :func:`ssd_train.watchdog.set_collective_timeout` switches between them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CheckpointConfig(_Section):
+    """Full-state checkpoints (torch.distributed.checkpoint) in <run dir>/checkpoints/step-N/."""
+
+    enabled: bool = Field(
+        True,
+        description="Write checkpoints at all (periodic, at evaluation epochs, on a stop request)."
+        " Off: a stop request still stops cleanly but nothing is saved.",
+    )
+    every_steps: int | None = Field(
+        1000,
+        ge=1,
+        description="Save every this many optimiser steps (None = no periodic saves; the MLPerf"
+        " presets turn this off, as the timed submissions did).",
+    )
+    at_eval_epochs: bool = Field(
+        True, description="Save at each evaluation epoch (before the evaluation starts)."
+    )
+    keep: int = Field(
+        2, ge=1, description="Keep the latest k complete checkpoints; older ones are deleted."
+    )
+    asynchronous: bool = Field(
+        True,
+        description="Write with dcp.async_save on a separate gloo group so training does not wait on"
+        " disk (the state is copied to host memory first); a save waits for the previous one.",
+    )
+    resume: str = Field(
+        "auto",
+        description="'auto': resume from the latest complete checkpoint in the run folder if any;"
+        " 'never': start fresh (refused if the run folder already holds checkpoints); or the path of"
+        " a checkpoint folder (checkpoints/step-N).",
+    )
+
+    @field_validator("resume")
+    @classmethod
+    def _check_resume(cls, value: str) -> str:
+        if value in ("auto", "never"):
+            return value
+        if not Path(value).expanduser().is_dir():
+            raise ValueError(
+                f"checkpoint.resume must be 'auto', 'never' or an existing checkpoint folder "
+                f"(<run dir>/checkpoints/step-N); {value!r} is none of these"
+            )
+        return value
+
+
+class PreemptionConfig(_Section):
+    """Stop requests (SIGTERM, SIGUSR1, or the file <run dir>/STOP): checkpoint, requeue, exit 0."""
+
+    check_every_steps: int = Field(
+        10,
+        ge=1,
+        description="Ranks agree on a stop request (one all-reduce of a flag, one host sync) every"
+        " this many steps; a signal is acted on at most this many steps late.",
+    )
+    stop_file: str = Field(
+        "STOP",
+        min_length=1,
+        description="Name of the stop file inside the run folder (deleted when acted on).",
+    )
+    handle_signals: bool = Field(
+        True,
+        description="Install SIGTERM/SIGUSR1 handlers in every worker (a second signal exits at once).",
+    )
+
+
+class WatchdogConfig(_Section):
+    """Stuck-step reporter: dumps every thread's stack when a step takes far longer than usual."""
+
+    enabled: bool = Field(True, description="Run the step watchdog thread on every rank.")
+    factor: float = Field(
+        20.0,
+        gt=1,
+        description="Report when a step runs longer than factor x the running median step time.",
+    )
+    floor_s: float = Field(
+        120.0,
+        gt=0,
+        description="... and longer than this many seconds (never report faster steps).",
+    )
+    warmup_steps: int = Field(
+        5,
+        ge=1,
+        description="Steps measured before the watchdog arms (compilation makes the first ones slow).",
+    )
+    window: int = Field(50, ge=1, description="Steps in the running median.")
+    poll_s: float = Field(
+        1.0, gt=0, description="How often the watchdog thread looks at the clock."
+    )
+
+
+class NonFiniteConfig(_Section):
+    """What to do when the loss is NaN or infinite (detected on the device, read on check steps)."""
+
+    policy: Literal["stop", "skip"] = Field(
+        "stop",
+        description="stop: end the run with a message naming the step and the last checkpoint;"
+        " skip: leave the weights untouched for that step and count it.",
+    )
+    max_skipped: int = Field(
+        100, ge=0, description="With policy skip: stop anyway after this many skipped steps."
+    )
+
+
+class FaultInjectionConfig(_Section):
+    """TEST-ONLY fault injection, used by tests/train to prove the recovery paths. Leave unset."""
+
+    nan_loss_at_step: int | None = Field(
+        None, ge=0, description="Test only: make the loss NaN at this optimiser step (every rank)."
+    )
+    exit_at_step: int | None = Field(
+        None, ge=0, description="Test only: rank `fault_rank` calls os._exit(13) at this step."
+    )
+    sleep_at_step: int | None = Field(
+        None, ge=0, description="Test only: rank `fault_rank` sleeps `sleep_s` inside this step."
+    )
+    sleep_s: float = Field(30.0, gt=0, description="Test only: length of the injected sleep.")
+    fault_rank: int = Field(0, ge=0, description="Test only: the rank the exit/sleep faults hit.")
+    once: bool = Field(
+        True,
+        description="Test only: fire each exit/sleep fault once per run folder (a marker file"
+        " <run dir>/fault-<kind>-rank<k>.fired), so a restarted group runs through.",
+    )
+
+
+class ResilienceConfig(_Section):
+    """Preemption, watchdog, non-finite-loss policy and test-only fault injection."""
+
+    preemption: PreemptionConfig = Field(
+        default_factory=PreemptionConfig, description="Stop requests."
+    )
+    watchdog: WatchdogConfig = Field(
+        default_factory=WatchdogConfig, description="Stuck-step watchdog."
+    )
+    nonfinite: NonFiniteConfig = Field(
+        default_factory=NonFiniteConfig, description="Non-finite loss."
+    )
+    faults: FaultInjectionConfig = Field(
+        default_factory=FaultInjectionConfig, description="Test-only fault injection."
+    )
