@@ -175,7 +175,7 @@ def test_deterministic_and_independent_of_worker_count(tmp_path: Path) -> None:
     a = generate_synthetic_coco(tmp_path / "a", **kwargs, workers=1)
     b = generate_synthetic_coco(tmp_path / "b", **kwargs, workers=2)
     fa, fb = _files(a), _files(b)
-    assert len(fa) == 50 + 20 + 3
+    assert len(fa) == 50 + 20 + 4  # images, 2 jsons, marker, lock file
     assert fa == fb
     c = generate_synthetic_coco(tmp_path / "c", **{**kwargs, "seed": 12}, workers=1)
     fc = _files(c)
@@ -237,3 +237,27 @@ def test_presets_classes_are_distinct_and_get_harder() -> None:
     )
     assert [d.min_visible for d in levels] == sorted([d.min_visible for d in levels], reverse=True)
     assert isinstance(resolve_difficulty(easy), Difficulty)
+
+
+def test_concurrent_calls_generate_once(tmp_path: Path) -> None:
+    import threading
+
+    out = tmp_path / "shared"
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            generate_synthetic_coco(out, train_images=20, val_images=4, seed=5, workers=1)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    single = generate_synthetic_coco(
+        tmp_path / "single", train_images=20, val_images=4, seed=5, workers=1
+    )
+    assert _files(out) == _files(single)

@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
         default="all",
         help="list all 80 COCO categories in the jsons, or only those with drawn objects",
     )
-    s.add_argument("--workers", type=int, default=None, help="processes (default: min(4, CPUs))")
+    s.add_argument(
+        "--workers", type=int, default=None, help="processes (default: min(4, CPUs - 1))"
+    )
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
     d = sub.add_parser(

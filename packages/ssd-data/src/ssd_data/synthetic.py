@@ -8,6 +8,7 @@ layout::
     out/annotations/instances_train2017.json
     out/annotations/instances_val2017.json
     out/synthetic_coco.json              (cache marker: the generation parameters)
+    out/.synthetic.lock                  (serialises concurrent calls)
 
 Each image shows drawn objects whose class is visible from shape, texture and colour (see
 :mod:`ssd_data.synthetic_presets` for the difficulty levels). The jsons list COCO's real
@@ -25,6 +26,7 @@ Re-running with the same arguments finds the marker and does nothing.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import os
@@ -157,7 +159,7 @@ def generate_synthetic_coco(
         difficulty: a preset name (``"easy"``, ``"medium"``, ``"hard"``) or a :class:`Difficulty`.
         categories: ``"all"`` lists COCO's 80 categories in the jsons, ``"used"`` only the ones
             the difficulty draws (both in COCO's order, with COCO's ids).
-        workers: processes to draw with; None = min(4, CPUs), 1 (or few images) = in-process.
+        workers: processes to draw with; None = min(4, CPUs - 1); 1 (or few images) = in-process.
             The output does not depend on it.
         progress: show a tqdm progress bar.
     """
@@ -169,15 +171,32 @@ def generate_synthetic_coco(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     params = _parameters(train_images, val_images, seed, d, categories)
-    if _check_out_dir(out, params):
-        return out
+    # Concurrent callers (e.g. every rank of a torchrun job) queue here; the first one generates,
+    # the others then find the marker.
+    with open(out / ".synthetic.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _check_out_dir(out, params):
+            _generate(out, params, d, categories, train_images, val_images, seed, workers, progress)
+    return out
 
+
+def _generate(
+    out: Path,
+    params: dict[str, Any],
+    d: Difficulty,
+    categories: str,
+    train_images: int,
+    val_images: int,
+    seed: int,
+    workers: int | None,
+    progress: bool,
+) -> None:
     tmp = out / ".synthetic-partial"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "annotations").mkdir(parents=True)
     total = train_images + val_images
-    if workers is None:
-        workers = min(4, os.cpu_count() or 1)
+    if workers is None:  # leave a core to the rest of the machine (e.g. a training job)
+        workers = min(4, (os.cpu_count() or 1) - 1)
     workers = max(1, min(workers, total // _CHUNK))
     from tqdm import tqdm
 
@@ -215,4 +234,3 @@ def generate_synthetic_coco(
         (tmp / name).rename(out / name)
     tmp.rmdir()
     (out / MARKER_NAME).write_text(json.dumps(params, indent=1) + "\n")
-    return out
