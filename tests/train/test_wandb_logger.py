@@ -77,6 +77,7 @@ def test_disabled_does_nothing(tmp_path: Path) -> None:
     assert WandbLogger(ON, run_dir=tmp_path, rank=1).mode == "disabled"
 
 
+@pytest.mark.slow  # ~6 s alone (wandb import and its service process), more on a busy machine
 def test_offline_run_in_run_folder_resumes_same_id(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
