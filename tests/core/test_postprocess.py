@@ -1,0 +1,132 @@
+"""PostProcessor against a per-image, per-class greedy-NMS loop (reference decode_single) written here."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from ssd_core.anchors import default_boxes
+from ssd_core.postprocess import Detections, PostProcessor, _just_below
+
+
+def _iou(boxes: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    lt = torch.max(boxes[:, :2], box[:2])
+    rb = torch.min(boxes[:, 2:], box[2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / (area + (box[2] - box[0]) * (box[3] - box[1]) - inter)
+
+
+def reference_decode_single(
+    boxes, probs, threshold=0.05, criteria=0.5, max_num=200, max_output=200
+):
+    """Reference decode_single for one image: boxes [A, 4] ltrb, probs [A, C] -> list of (label, score, box)."""
+    out = []
+    for label in range(1, probs.shape[1]):
+        score = probs[:, label]
+        mask = score > threshold
+        cand_boxes, cand_scores = boxes[mask], score[mask]
+        if cand_scores.numel() == 0:
+            continue
+        order = cand_scores.argsort()[-max_num:].tolist()  # ascending, the best last
+        while order:
+            best = order.pop()
+            out.append((label, cand_scores[best].item(), cand_boxes[best]))
+            if order:
+                ious = _iou(cand_boxes[order], cand_boxes[best])
+                order = [o for o, iou in zip(order, ious.tolist(), strict=True) if iou < criteria]
+    out.sort(key=lambda d: d[1])
+    return out[-max_output:]
+
+
+def _reference_boxes(loc: torch.Tensor) -> torch.Tensor:
+    """Decode written here: cxy = 0.1 * p * a_wh + a_cxy, wh = exp(0.2 * p) * a_wh, to ltrb."""
+    anchors = default_boxes("xywh", dtype=torch.float64)
+    cxy = (0.1 * loc[..., :2] * anchors[:, 2:] + anchors[:, :2]).float()
+    wh = ((0.2 * loc[..., 2:]).exp() * anchors[:, 2:]).float()
+    return torch.cat((cxy - wh / 2, cxy + wh / 2), dim=-1)
+
+
+def _assert_same(dets: Detections, loc: torch.Tensor, logits: torch.Tensor, **kwargs) -> None:
+    boxes = _reference_boxes(loc)
+    probs = torch.softmax(logits.float(), dim=-1)
+    for i in range(loc.shape[0]):
+        expected = reference_decode_single(boxes[i], probs[i], **kwargs)
+        count = int(dets.counts[i])
+        assert count == len(expected), f"image {i}: {count} detections, reference {len(expected)}"
+        got = sorted(
+            zip(
+                dets.labels[i, :count].tolist(),
+                dets.scores[i, :count].tolist(),
+                dets.boxes[i, :count],
+                strict=True,
+            ),
+            key=lambda d: (d[0], d[1]),
+        )
+        want = sorted(expected, key=lambda d: (d[0], d[1]))
+        assert [g[0] for g in got] == [w[0] for w in want]
+        assert [g[1] for g in got] == pytest.approx([w[1] for w in want], rel=1e-6)
+        if count:
+            torch.testing.assert_close(
+                torch.stack([g[2] for g in got]), torch.stack([w[2] for w in want])
+            )
+        # Scores descending, padding rows zero.
+        assert torch.all(dets.scores[i, : max(count - 1, 0)] >= dets.scores[i, 1 : max(count, 1)])
+        assert not dets.scores[i, count:].any() and not dets.boxes[i, count:].any()
+        assert not dets.labels[i, count:].any()
+
+
+@pytest.fixture
+def outputs(generator):
+    n, c = 3, 6
+    loc = 0.5 * torch.randn(n, 8732, 4, generator=generator)
+    logits = 3 * torch.randn(n, 8732, c, generator=generator)
+    logits[1, :, 0] += 4  # fewer candidates
+    logits[2, :, 0] = 50  # background everywhere: no candidate above 0.05
+    return loc, logits
+
+
+def test_matches_reference_loop(outputs) -> None:
+    loc, logits = outputs
+    dets = PostProcessor()(loc, logits)
+    assert dets.boxes.shape == (3, 200, 4) and dets.boxes.dtype == torch.float32
+    assert dets.scores.shape == (3, 200) and dets.labels.dtype == torch.int64
+    assert dets.counts.dtype == torch.int64
+    assert dets.counts[0] == 200  # the per-image cap is exercised
+    assert dets.counts[1] > 0
+    assert dets.counts[2] == 0
+    _assert_same(dets, loc, logits)
+
+
+def test_other_thresholds_match_reference(outputs) -> None:
+    loc, logits = outputs
+    dets = PostProcessor(
+        score_threshold=0.2, nms_iou_threshold=0.3, topk_per_class=50, max_detections=60
+    )(loc, logits)
+    assert dets.boxes.shape == (3, 60, 4)
+    _assert_same(dets, loc, logits, threshold=0.2, criteria=0.3, max_num=50, max_output=60)
+
+
+def test_bf16_inputs_and_empty_batch(outputs) -> None:
+    loc, logits = outputs
+    dets = PostProcessor()(loc.bfloat16(), logits.bfloat16())
+    assert dets.scores.dtype == torch.float32
+    _assert_same(dets, loc.bfloat16().float(), logits.bfloat16().float())
+    empty = PostProcessor()(loc[2:], logits[2:])
+    assert empty.counts.tolist() == [0] and not empty.scores.any()
+
+
+def test_nms_suppresses_at_exactly_the_threshold() -> None:
+    # IoU exactly 0.5: the reference keeps only boxes with IoU < 0.5, so the second box goes.
+    boxes = torch.tensor([[0.0, 0.0, 0.3, 0.1], [0.0, 0.0, 0.15, 0.1], [0.5, 0.5, 0.6, 0.6]])
+    assert _iou(boxes[1:2], boxes[0]).item() == 0.5
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    assert torchvision.ops.nms(boxes, scores, 0.5).tolist() == [0, 1, 2]  # torchvision: > 0.5
+    assert torchvision.ops.nms(boxes, scores, _just_below(0.5)).tolist() == [0, 2]
+
+
+def test_shape_mismatch_is_rejected(outputs) -> None:
+    loc, logits = outputs
+    with pytest.raises(ValueError, match="PostProcessor"):
+        PostProcessor()(loc[:, :10], logits)
