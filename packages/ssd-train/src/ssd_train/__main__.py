@@ -1,0 +1,48 @@
+"""Command line: ``ssd-train``, ``python -m ssd_train``, ``torchrun ... -m ssd_train`` (see ``--help``).
+
+Thin by design: resolve the settings, then run the chosen mode (train, benchmark, eval) and close
+everything in ``finally``. Exit codes: 0 done (also a run that ended without reaching its target),
+2 bad settings, 1 an error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from ssd_train.settings import SettingsLoadError, load_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ssd-train`` script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = load_settings(args)
+    except SettingsLoadError as error:
+        print(f"ssd-train: {error}", file=sys.stderr)
+        return 2
+    if settings.mode == "benchmark":
+        from ssd_train.benchmark import run_benchmark
+
+        run_benchmark(settings)
+        return 0
+    from ssd_train.default_job import prepare_dataset
+
+    settings, synthetic = prepare_dataset(settings)
+    if settings.mode == "eval":
+        from ssd_train.eval_mode import evaluate_weights
+
+        evaluate_weights(settings)
+        return 0
+    from ssd_train.trainer import Trainer
+
+    trainer = Trainer(settings, synthetic_data=synthetic)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Builds what every mode needs: the (wrapped) model, loss, post-processing, optimiser and train step.
+
+Training, ``--mode benchmark`` and ``--mode eval`` all build their objects here, so the benchmark
+times exactly the step that training runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from ssd_core.build import build_detector
+from torch import nn
+
+from ssd_train.distributed import DistributedContext, wrap_model
+from ssd_train.optim import build_optimizer
+from ssd_train.settings import Settings
+from ssd_train.train_step import TrainStep
+
+
+@dataclass
+class Components:
+    """Objects of one run.
+
+    Attributes:
+        model: what the train step calls (DDP wrapper, FSDP2-sharded module, or the bare model).
+        eval_model: what inference calls (the module inside DDP; the sharded module under FSDP2).
+        criterion: ``ssd_core.loss.SSDLoss``.
+        postprocessor: ``ssd_core.postprocess.PostProcessor``.
+        optimizer: SGD over ``model``'s parameters.
+        train_step: the one :class:`TrainStep`.
+        autocast_dtype: bf16 or None.
+        compiled: whether the step's forward-and-loss region is compiled.
+    """
+
+    model: nn.Module
+    eval_model: nn.Module
+    criterion: nn.Module
+    postprocessor: Any
+    optimizer: torch.optim.Optimizer
+    train_step: TrainStep
+    autocast_dtype: torch.dtype | None
+    compiled: bool
+
+
+def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA by default (and on CPU when asked); None means fp32."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def compile_enabled(setting: bool | None, device: torch.device) -> bool:
+    """``compile`` setting, with None meaning on for CUDA and off elsewhere."""
+    return device.type == "cuda" if setting is None else setting
+
+
+def build_components(settings: Settings, ctx: DistributedContext) -> Components:
+    """Model on the device (channels_last), wrapped for DDP/FSDP2, SGD, and the train step."""
+    detector = build_detector(settings.model)
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    model = detector.model.to(device=ctx.device, memory_format=memory_format)
+    model.train()
+    criterion = detector.criterion.to(ctx.device)
+    postprocessor = detector.postprocessor
+    wrapped = wrap_model(model, ctx, settings.distributed)
+    eval_model = getattr(wrapped, "module", wrapped)
+    optimizer = build_optimizer(wrapped, settings.optim, ctx.device)
+    autocast_dtype = autocast_dtype_for(settings.precision, ctx.device)
+    compiled = compile_enabled(settings.compile, ctx.device)
+    step = TrainStep(
+        wrapped,
+        criterion,
+        optimizer,
+        device=ctx.device,
+        autocast_dtype=autocast_dtype,
+        channels_last=settings.channels_last,
+        grad_clip_norm=settings.optim.grad_clip_norm,
+        compile=compiled,
+    )
+    return Components(
+        wrapped, eval_model, criterion, postprocessor, optimizer, step, autocast_dtype, compiled
+    )

@@ -1,0 +1,118 @@
+"""Evaluation during and after training: inference on the validation shard of every rank, COCO scoring.
+
+Every rank runs the model (eval mode, autocast, channels_last) over its shard of the validation
+set, post-processes on the device and hands the detections to ``ssd_eval.CocoEvaluator``, which
+gathers them to rank 0 and scores them synchronously or in a separate process
+(``eval.asynchronous``). :meth:`Evaluation.poll` is collective: every rank gets the same finished
+results at the same step, so all ranks stop together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from ssd_core.preprocess import normalize_images
+from ssd_eval.config import EvalConfig
+from ssd_eval.evaluator import CocoEvaluator
+from ssd_eval.result import EvalResult
+from torch import Tensor, nn
+
+
+class Evaluation:
+    """Runs inference and scoring for one run (build once, call :meth:`run` at each evaluation).
+
+    Args:
+        loader: ``ssd_data`` EvalLoader yielding ``EvalBatch(images uint8[N,3,300,300], image_ids, sizes)``.
+        annotations: ground-truth json of the validation set (the full file; scoring uses all of it).
+        postprocessor: ``ssd_core.postprocess.PostProcessor``.
+        cfg: the ``eval`` settings section.
+        device: where inference runs.
+        autocast_dtype: ``torch.bfloat16`` or None (fp32).
+        channels_last: feed channels_last images.
+        keep_first_batch: keep the first batch's images, ids and detections (CPU) in
+            ``first_batch`` after each :meth:`infer`, for drawing.
+    """
+
+    def __init__(
+        self,
+        loader: object,
+        annotations: Path,
+        postprocessor: Callable[[Tensor, Tensor], Any],
+        cfg: EvalConfig,
+        *,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None,
+        channels_last: bool,
+        keep_first_batch: bool = False,
+    ) -> None:
+        self.loader = loader
+        self.postprocessor = postprocessor
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        self.channels_last = channels_last
+        self.evaluator = CocoEvaluator(annotations, config=cfg)
+        self.keep_first_batch = keep_first_batch
+        self.first_batch: tuple[Tensor, Tensor, Any] | None = None
+
+    @property
+    def num_samples(self) -> int:
+        """Images inferred over all ranks (logged as eval_samples)."""
+        return int(self.loader.num_samples)
+
+    @torch.no_grad()
+    def infer(self, model: nn.Module) -> None:
+        """Run ``model`` over this rank's validation shard and add the detections (no host sync)."""
+        was_training = model.training
+        model.eval()
+        first = True
+        try:
+            for batch in self.loader:
+                images = batch.images.to(self.device, non_blocking=True)
+                x = normalize_images(images)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(
+                    self.device.type,
+                    dtype=self.autocast_dtype or torch.float32,
+                    enabled=self.autocast_dtype is not None,
+                ):
+                    loc, logits = model(x)
+                dets = self.postprocessor(loc.float(), logits.float())
+                # a barely trained model can decode boxes to +-inf: clip them to the image, as
+                # torchvision's detectors do, so that COCO scoring sees valid boxes
+                dets = dets._replace(boxes=dets.boxes.nan_to_num(0.0, 1.0, 0.0).clamp_(0.0, 1.0))
+                self.evaluator.add(
+                    batch.image_ids.to(self.device),
+                    dets.boxes,
+                    dets.scores,
+                    dets.labels,
+                    dets.counts,
+                )
+                if self.keep_first_batch and first:
+                    cpu = type(dets)(*(t[:8].cpu() for t in dets))
+                    self.first_batch = (batch.images[:8].cpu(), batch.image_ids[:8].cpu(), cpu)
+                first = False
+        finally:
+            model.train(was_training)
+
+    def run(
+        self, model: nn.Module, epochs_done: int, *, asynchronous: bool | None = None
+    ) -> EvalResult | None:
+        """Infer, gather and score (collective). Returns the result now when synchronous, else None."""
+        self.infer(model)
+        return self.evaluator.evaluate(epochs_done, asynchronous=asynchronous)
+
+    def poll(self, *, wait: bool = False) -> list[EvalResult]:
+        """Finished asynchronous results, identical on every rank (collective)."""
+        return self.evaluator.poll(wait=wait)
+
+    @property
+    def pending(self) -> int:
+        """Asynchronous scorings in flight (rank 0's count; 0 on other ranks)."""
+        return self.evaluator.pending
+
+    def close(self) -> None:
+        self.evaluator.close()

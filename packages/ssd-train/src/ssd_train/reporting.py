@@ -1,0 +1,265 @@
+"""What the trainer tells people (rank 0): progress, metrics.jsonl, COCO tables, plots, drawn batches, wandb.
+
+A facade over the observability modules (``metrics``, ``progress``, ``plots``, ``drawing``,
+``wandb_logger``): the trainer calls :class:`RunReporter` only. Plot and drawing failures are
+reported and never stop a run. Non-zero ranks do nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from ssd_eval.groundtruth import GroundTruth
+from ssd_eval.result import EvalResult
+from torch import Tensor
+
+from ssd_train.logging_config import LoggingConfig
+from ssd_train.metrics import (
+    EvalMetrics,
+    MetricsWriter,
+    StepMetrics,
+    ThroughputMeter,
+    peak_memory_gib,
+)
+from ssd_train.progress import Progress
+
+
+class RunReporter:
+    """Rank-0 reporting of one run segment.
+
+    Args:
+        run_dir: the run folder.
+        cfg: the ``logging`` settings section.
+        rank: this process's rank (only rank 0 reports).
+        max_epochs: for the progress display.
+        target_map: drawn in results.png.
+        settings: the resolved settings as a dict (wandb's run config).
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: LoggingConfig,
+        *,
+        rank: int,
+        max_epochs: int,
+        target_map: float,
+        settings: Mapping[str, Any],
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.cfg = cfg
+        self.enabled = rank == 0
+        self.target_map = target_map
+        self.meter = ThroughputMeter()
+        self.metrics = MetricsWriter(self.run_dir, rank=rank)
+        self.progress = Progress(max_epochs=max_epochs, rank=rank, mode=cfg.progress)
+        self.wandb: Any = None
+        self._drew_train_batch = False
+        if self.enabled and cfg.wandb.enabled:
+            try:
+                from ssd_train.wandb_logger import WandbLogger
+
+                self.wandb = WandbLogger(
+                    cfg.wandb, run_dir=self.run_dir, config=settings, rank=rank
+                )
+            except Exception as error:  # wandb is optional: say why and go on
+                self.message(f"wandb disabled: {type(error).__name__}: {error}")
+
+    # -- training -----------------------------------------------------------------------------
+    def epoch_start(self, epoch: int, steps: int, done: int = 0) -> None:
+        self.progress.start_epoch(epoch, steps, done)
+        self.meter.reset()
+
+    def step_done(self, images: int, data_wait_s: float) -> None:
+        """Every step (no host sync): counts for img/s and the data-wait share."""
+        self.meter.add_step(images)
+        self.meter.add_data_wait(data_wait_s)
+        self.progress.advance()
+
+    def log_step(
+        self,
+        *,
+        step: int,
+        epoch: int,
+        step_in_epoch: int,
+        losses: Mapping[str, float],
+        lr: float,
+        device: torch.device,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """A logging step (after the host sync that read ``losses``)."""
+        images_s, wait = self.meter.read()
+        m = StepMetrics(
+            step=step,
+            epoch=epoch,
+            loss=dict(losses),
+            lr=lr,
+            images_per_sec=images_s,
+            data_wait_share=wait,
+            memory_gib=peak_memory_gib(device),
+            extra=dict(extra or {}),
+        )
+        if not self.enabled:
+            return
+        self.metrics.log_step(m)
+        self.progress.log(m, step_in_epoch)
+        self._wandb_log(
+            {
+                "kind": "train",
+                "step": step,
+                "epoch": epoch,
+                "loss": dict(losses),
+                "lr": lr,
+                "images_per_sec": images_s,
+                "data_wait_share": wait,
+            }
+        )
+
+    def epoch_end(self) -> None:
+        self.progress.end_epoch()
+
+    def train_batch(self, batch: Any, class_names: list[str]) -> None:
+        """Draw the first training batch once (train_batch.jpg)."""
+        if not self.enabled or self._drew_train_batch or not self.cfg.plots:
+            return
+        self._drew_train_batch = True
+        try:
+            from ssd_train.drawing import draw_train_batch
+
+            path = draw_train_batch(
+                batch.images,
+                batch.boxes,
+                batch.labels,
+                class_names,
+                self.run_dir / "train_batch.jpg",
+                self.cfg.draw_images,
+            )
+            self._wandb_image("train_batch", path)
+        except Exception as error:
+            self.message(f"could not draw the training batch: {type(error).__name__}: {error}")
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def evaluation(self, result: EvalResult, *, epochs_done: int, step: int) -> None:
+        """A finished evaluation: COCO table, metrics.jsonl record, results.png."""
+        if not self.enabled:
+            return
+        self.progress.show_eval(epochs_done, result.stats)
+        self.metrics.log_eval(
+            EvalMetrics(epoch=epochs_done, map=result.map, stats=list(result.stats), step=step)
+        )
+        self._wandb_log(
+            {
+                "kind": "eval",
+                "epoch": epochs_done,
+                "step": step,
+                "map": result.map,
+                "stats": list(result.stats),
+            }
+        )
+        self.plot()
+
+    def val_predictions(
+        self,
+        images: Tensor,
+        image_ids: Tensor,
+        detections: Any,
+        gt: GroundTruth,
+        class_names: list[str],
+    ) -> None:
+        """Draw validation predictions beside their ground truth (val_predictions.jpg)."""
+        if not self.enabled or not self.cfg.plots:
+            return
+        try:
+            from ssd_train.drawing import draw_val_predictions
+
+            gt_boxes, gt_labels = ground_truth_boxes(gt, image_ids.tolist())
+            path = draw_val_predictions(
+                images,
+                gt_boxes,
+                gt_labels,
+                detections.boxes,
+                detections.scores,
+                detections.labels,
+                detections.counts,
+                class_names,
+                self.run_dir / "val_predictions.jpg",
+                max_images=min(8, self.cfg.draw_images),
+            )
+            self._wandb_image("val_predictions", path)
+        except Exception as error:
+            self.message(f"could not draw validation predictions: {type(error).__name__}: {error}")
+
+    def plot(self) -> None:
+        if not self.enabled or not self.cfg.plots:
+            return
+        try:
+            from ssd_train.plots import plot_results
+
+            path = plot_results(self.run_dir, self.target_map)
+            self._wandb_image("results", path)
+        except Exception as error:
+            self.message(f"could not plot results: {type(error).__name__}: {error}")
+
+    # -- misc ---------------------------------------------------------------------------------
+    def message(self, text: str) -> None:
+        if self.enabled:
+            self.progress.message(text)
+
+    def _wandb_log(self, record: dict[str, Any]) -> None:
+        if self.wandb is not None:
+            try:
+                self.wandb.log({**record, "time": time.time()})
+            except Exception as error:
+                print(f"wandb log failed: {error}", file=sys.stderr)
+
+    def _wandb_image(self, name: str, path: Path) -> None:
+        if self.wandb is not None:
+            try:
+                self.wandb.log_image(name, path)
+            except Exception as error:
+                print(f"wandb image failed: {error}", file=sys.stderr)
+
+    def close(self, exit_code: int = 0) -> None:
+        self.progress.close()
+        self.metrics.close()
+        if self.wandb is not None:
+            with contextlib.suppress(Exception):
+                self.wandb.finish(exit_code)
+            self.wandb = None
+
+
+def class_names_of(gt: GroundTruth) -> list[str]:
+    """``names[label]`` for contiguous labels (index 0 = background), from the json's category order."""
+    return ["background", *(str(c.get("name", c["id"])) for c in gt.dataset["categories"])]
+
+
+def ground_truth_boxes(gt: GroundTruth, image_ids: list[int]) -> tuple[Tensor, Tensor]:
+    """Normalised ltrb boxes float [N, G, 4] and contiguous labels int64 [N, G] (0 = padding) of images."""
+    label_of = {int(cid): i for i, cid in enumerate(gt.label_to_category_id.tolist()) if i > 0}
+    size = {
+        int(i): (int(h), int(w))
+        for i, h, w in zip(gt.image_ids, gt.heights, gt.widths, strict=True)
+    }
+    per_image: dict[int, list[tuple[list[float], int]]] = {i: [] for i in image_ids}
+    for ann in gt.dataset["annotations"]:
+        iid = int(ann["image_id"])
+        if iid in per_image and not ann.get("iscrowd", 0):
+            h, w = size[iid]
+            x, y, bw, bh = ann["bbox"]
+            per_image[iid].append(
+                ([x / w, y / h, (x + bw) / w, (y + bh) / h], label_of[int(ann["category_id"])])
+            )
+    g = max(1, max(len(v) for v in per_image.values()) if per_image else 1)
+    boxes = torch.zeros(len(image_ids), g, 4)
+    labels = torch.zeros(len(image_ids), g, dtype=torch.int64)
+    for row, iid in enumerate(image_ids):
+        for j, (box, label) in enumerate(per_image[iid]):
+            boxes[row, j] = torch.tensor(box)
+            labels[row, j] = label
+    return boxes, labels

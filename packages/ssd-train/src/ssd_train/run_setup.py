@@ -1,0 +1,71 @@
+"""Run-level decisions made once at start-up: the run folder, config.json, MLPerf hyperparameters and division."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import torch
+
+from ssd_train.distributed import DistributedContext, broadcast_object
+from ssd_train.lr_schedule import base_learning_rate
+from ssd_train.mlperf_log import MLPerfHyperparameters, describe_platform, resolve_division
+from ssd_train.settings import Settings, settings_json
+
+
+def resolve_run_dir(run_dir: Path | None, ctx: DistributedContext) -> Path:
+    """``run_dir`` or ``runs/<UTC timestamp>`` chosen on rank 0 (same folder on every rank); created."""
+    if run_dir is None:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / stamp
+    path = Path(broadcast_object(str(run_dir)))
+    if ctx.is_main:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_config(settings: Settings, run_dir: Path, ctx: DistributedContext) -> Path:
+    """Write the resolved settings to ``<run dir>/config.json`` (rank 0)."""
+    path = run_dir / "config.json"
+    if ctx.is_main:
+        data = settings.model_copy(update={"run_dir": run_dir})
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(settings_json(data) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    return path
+
+
+def mlperf_hyperparameters(settings: Settings, seed: int, world_size: int) -> MLPerfHyperparameters:
+    """The values the closed SSD rules want logged, derived from the settings."""
+    global_batch = settings.global_batch_size(world_size)
+    return MLPerfHyperparameters(
+        seed=seed,
+        global_batch_size=global_batch,
+        model_bn_span=settings.data.batch_size,
+        base_learning_rate=base_learning_rate(settings.optim.lr_per_32, global_batch),
+        weight_decay=settings.optim.weight_decay,
+        warmup_steps=settings.schedule.warmup_iterations,
+        warmup_factor=settings.schedule.warmup_factor,
+        decay_boundary_epochs=list(settings.schedule.decay_epochs),
+        max_samples=settings.data.crop_attempts,
+        gradient_accumulation_steps=settings.optim.grad_accumulation_steps,
+        decay_factor=settings.schedule.decay_factor,
+    )
+
+
+def mlperf_division(settings: Settings, hp: MLPerfHyperparameters, *, synthetic_data: bool) -> str:
+    """closed for real runs whose settings can pass the closed rules, open otherwise (interfaces.md)."""
+    return resolve_division(
+        settings.logging.mlperf.division,
+        real_dataset=not synthetic_data,
+        hp=hp,
+        target_map=settings.schedule.target_map,
+    )
+
+
+def platform_name(settings: Settings, ctx: DistributedContext) -> str:
+    """submission_platform: the setting, or '<world>x<device name>'."""
+    if settings.logging.mlperf.platform:
+        return settings.logging.mlperf.platform
+    name = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "CPU"
+    return describe_platform(ctx.world_size, name)

@@ -1,0 +1,250 @@
+"""Root settings of ``ssd-train``: the packages' config sections composed with pydantic-settings.
+
+Sources, highest priority first: command line (``--optim.lr-per-32 0.04``) > environment
+(``SSD_OPTIM__LR_PER_32=0.04``; ``SSD_`` prefix, ``__`` between nesting levels) > TOML preset
+(``--config infra/configs/dgxa100.toml`` or ``SSD_CONFIG``) > defaults (the CPU default job on the
+synthetic dataset). ``ssd-train --help`` lists every setting with its description.
+:func:`load_settings` turns validation errors into :class:`SettingsLoadError` messages that name
+the setting, the reason, and the three ways to set it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    CliSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
+from ssd_core.config import ModelConfig
+from ssd_data.config import DataConfig
+from ssd_eval.config import EvalConfig
+
+from ssd_train.config import (
+    BenchmarkConfig,
+    DistributedConfig,
+    OptimConfig,
+    ScheduleConfig,
+    SyntheticConfig,
+)
+from ssd_train.logging_config import LoggingConfig
+
+try:  # the resilience engineer's sections
+    from ssd_train.resilience_config import CheckpointConfig, ResilienceConfig
+except ImportError:  # pragma: no cover - only while resilience_config.py is not committed
+    from pydantic import BaseModel as CheckpointConfig
+    from pydantic import BaseModel as ResilienceConfig
+
+ENV_PREFIX = "SSD_"
+CONFIG_ENV = "SSD_CONFIG"
+
+_SOURCES: contextvars.ContextVar[tuple[list[str], Path | None]] = contextvars.ContextVar(
+    "ssd_train_settings_sources", default=([], None)
+)
+
+
+def default_job_model() -> ModelConfig:
+    """The default job trains from scratch (runs offline); the MLPerf presets load ImageNet weights."""
+    return ModelConfig(backbone_weights=None)
+
+
+def default_job_data() -> DataConfig:
+    """The default job's pipeline: CPU-sized batches; the synthetic 'easy' images hold <= 4 objects."""
+    return DataConfig(batch_size=8, eval_batch_size=16, max_boxes=16, num_workers=1)
+
+
+class SettingsLoadError(ValueError):
+    """Settings could not be resolved; the message says which setting, why, and how to set it."""
+
+
+class Settings(BaseSettings):
+    """ssd-train: MLPerf v0.7 SSD300-ResNet34 training, benchmark and evaluation."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        nested_model_default_partial_update=True,
+        extra="forbid",
+        cli_prog_name="ssd-train",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_avoid_json=True,
+        cli_exit_on_error=False,
+        cli_use_class_docs_for_groups=True,
+        validate_default=True,
+    )
+
+    config: Path | None = Field(
+        None,
+        description=f"TOML preset with settings (e.g. infra/configs/dgxa100.toml); env {CONFIG_ENV}.",
+    )
+    mode: Literal["train", "benchmark", "eval"] = Field(
+        "train",
+        description="train: the training run; benchmark: time the train step on synthetic tensors;"
+        " eval: score --weights on the validation set.",
+    )
+    run_dir: Path | None = Field(
+        None,
+        description="Run folder (config.json, mlperf.log, metrics, checkpoints); default runs/<UTC time>.",
+    )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        description="Global seed (None = random); broadcast from rank 0, rank r uses seed + r.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = cuda:<local rank> when CUDA is available, else cpu."
+    )
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="Autocast dtype of forward and loss; auto = bf16 on CUDA, fp32 on CPU."
+    )
+    channels_last: bool = Field(
+        True, description="Use the channels_last memory format for images and model."
+    )
+    compile: bool | None = Field(
+        None,
+        description="torch.compile the train step (--compile true|false); None = on for CUDA, off on CPU.",
+    )
+    num_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads per process (None = torch's default)."
+    )
+    weights: Path | None = Field(
+        None,
+        description="--mode eval: a checkpoint folder (checkpoints/step-N) or exported weights (.pt).",
+    )
+    model: ModelConfig = Field(default_job_model(), description="Model (ssd_core).")
+    data: DataConfig = Field(default_job_data(), description="Data pipeline (ssd_data).")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation (ssd_eval).")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser.")
+    schedule: ScheduleConfig = Field(
+        default_factory=ScheduleConfig, description="LR and eval schedule."
+    )
+    checkpoint: CheckpointConfig = Field(
+        default_factory=CheckpointConfig, description="Checkpoints."
+    )
+    resilience: ResilienceConfig = Field(
+        default_factory=ResilienceConfig, description="Preemption, watchdog, non-finite loss."
+    )
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig, description="Distribution."
+    )
+    benchmark: BenchmarkConfig = Field(
+        default_factory=BenchmarkConfig, description="Benchmark mode."
+    )
+    synthetic: SyntheticConfig = Field(
+        default_factory=SyntheticConfig, description="Synthetic dataset."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        argv, toml_path = _SOURCES.get()
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            CliSettingsSource(settings_cls, cli_parse_args=argv),
+            env_settings,
+        ]
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    def global_batch_size(self, world_size: int) -> int:
+        """Images per optimiser step over all ranks."""
+        return self.data.batch_size * world_size * self.optim.grad_accumulation_steps
+
+
+def _normalise_argv(argv: Sequence[str]) -> list[str]:
+    """Accept ``--run_dir`` as well as ``--run-dir`` (settings are kebab-case on the command line)."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--") and len(arg) > 2:
+            name, sep, value = arg[2:].partition("=")
+            arg = "--" + name.replace("_", "-") + sep + value
+        out.append(arg)
+    return out
+
+
+def _config_path(argv: Sequence[str]) -> Path | None:
+    """The TOML preset named by ``--config`` (last one wins) or ``SSD_CONFIG``."""
+    path: str | None = os.environ.get(CONFIG_ENV) or None
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+    if path is None or path.lower() in ("", "none", "null"):
+        return None
+    return Path(path)
+
+
+def _check_toml(path: Path) -> None:
+    if not path.is_file():
+        raise SettingsLoadError(
+            f"config file {path} does not exist (given by --config or {CONFIG_ENV}); presets live in infra/configs/"
+        )
+    try:
+        with path.open("rb") as f:
+            tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsLoadError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = [str(part) for part in error["loc"]]
+    # drop pydantic's union/validator tags, keep field names and list indices
+    fields = [p for p in loc if not p.startswith("function-") and "[" not in p]
+    dotted = ".".join(fields) or "<root>"
+    top = [p for p in fields if not p.isdigit()]
+    cli = "--" + ".".join(p.replace("_", "-") for p in top)
+    env = ENV_PREFIX + "__".join(p.upper() for p in top)
+    value = error.get("input")
+    shown = "" if error["type"] in ("missing", "extra_forbidden") else f" = {value!r}"
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting '{dotted}' (see ssd-train --help for the valid names)"
+    return f"invalid setting '{dotted}'{shown}: {error['msg']} (set it with {cli}, {env}, or the TOML preset)"
+
+
+def load_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Resolve settings from the command line ``argv`` (default: none), environment, TOML preset, defaults.
+
+    Raises:
+        SettingsLoadError: a bad value, unknown setting, unreadable preset or malformed command line;
+            the message names the setting and the reason.
+        SystemExit: ``--help`` (exit code 0).
+    """
+    args = _normalise_argv(list(argv or []))
+    toml_path = _config_path(args)
+    if toml_path is not None:
+        _check_toml(toml_path)
+    token = _SOURCES.set((args, toml_path))
+    try:
+        return Settings()
+    except ValidationError as e:
+        lines = [_describe(err) for err in e.errors()]
+        raise SettingsLoadError("\n".join(lines)) from None
+    except SettingsError as e:
+        raise SettingsLoadError(str(e)) from None
+    finally:
+        _SOURCES.reset(token)
+
+
+def settings_json(settings: Settings) -> str:
+    """The resolved settings as JSON (written to <run dir>/config.json)."""
+    return settings.model_dump_json(indent=2)
