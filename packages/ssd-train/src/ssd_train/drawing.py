@@ -80,7 +80,14 @@ def draw_boxes(
         colors=[class_color(label) for label in labels],
         width=BOX_WIDTH,
         fill_labels=True,
+        label_colors=[_text_color(class_color(label)) for label in labels],
     )
+
+
+def _text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black on light label backgrounds, white on dark ones (ITU-R BT.601 luma)."""
+    r, g, b = background
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
 
 
 def _caption(image: Tensor, text: str) -> Tensor:
