@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -36,11 +36,17 @@ class OptimConfig(_Section):
         description="Exclude BatchNorm weights and all biases from weight decay (MLPerf runs decay every parameter).",
     )
     grad_clip_norm: float | None = Field(
-        None,
-        gt=0,
-        description="Clip the global gradient norm to this value (None = off; off in the MLPerf presets, on"
-        " in the CPU default job, whose from-scratch model diverges without it).",
+        5.0,
+        ge=0,
+        description="Clip the global gradient norm to this value (0 or None = off; off in the MLPerf presets,"
+        " on in the CPU default job, whose from-scratch model diverges without it).",
     )
+
+    @field_validator("grad_clip_norm")
+    @classmethod
+    def _zero_means_off(cls, value: float | None) -> float | None:
+        return None if value == 0 else value
+
     grad_accumulation_steps: int = Field(
         1,
         ge=1,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     CliSettingsSource,
@@ -164,6 +164,16 @@ class Settings(BaseSettings):
         if toml_path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
         return tuple(sources)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _zero_steps_means_off(cls, data: Any) -> Any:
+        """``checkpoint.every_steps = 0`` turns periodic saves off (TOML has no null)."""
+        if isinstance(data, dict) and isinstance(data.get("checkpoint"), dict):
+            ck = data["checkpoint"]
+            if str(ck.get("every_steps", "")).strip() == "0":
+                data = {**data, "checkpoint": {**ck, "every_steps": None}}
+        return data
 
     def global_batch_size(self, world_size: int) -> int:
         """Images per optimiser step over all ranks."""

@@ -1,0 +1,87 @@
+"""``--mode eval``: score a checkpoint folder or exported weights on the validation set, print the COCO table.
+
+``ssd-train --mode eval --weights runs/X/best.pt --data.root /coco`` (or ``--weights
+runs/X/checkpoints/step-N``). Runs on every rank under torchrun (each infers its shard); rank 0
+scores synchronously and prints the 12-line COCO summary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from ssd_core.build import build_detector
+from ssd_data.pipeline import build_eval_loader
+from ssd_eval.result import EvalResult
+from ssd_eval.summary import format_summary
+from torch import nn
+
+from ssd_train.components import autocast_dtype_for
+from ssd_train.distributed import destroy, init_distributed
+from ssd_train.evaluation import Evaluation
+from ssd_train.settings import Settings
+
+
+def load_weights_into(model: nn.Module, weights: Path) -> str:
+    """Load exported weights (``best.pt``/``last.pt``) or a DCP checkpoint folder into ``model``.
+
+    Returns a short description of what was loaded.
+    """
+    weights = Path(weights)
+    if weights.is_dir():
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import (
+            get_model_state_dict,
+            set_model_state_dict,
+        )
+
+        from ssd_train.checkpoint_files import inspect_checkpoint
+
+        info = inspect_checkpoint(weights)
+        if not info.usable:
+            raise ValueError(f"cannot evaluate {weights}: {info.problem}")
+        state = {"model": get_model_state_dict(model)}
+        dcp.load(state, checkpoint_id=str(weights))
+        set_model_state_dict(model, state["model"])
+        return f"checkpoint {weights} (step {info.step})"
+    from ssd_train.export import read_exported
+
+    exported = read_exported(weights)
+    model.load_state_dict(exported.state_dict)
+    meta = exported.metadata
+    return f"weights {weights} (epoch {meta.get('epoch')}, step {meta.get('weights_step', meta.get('step'))})"
+
+
+def evaluate_weights(settings: Settings) -> EvalResult:
+    """Evaluate ``settings.weights`` on ``settings.data``'s validation set; returns the result (all ranks)."""
+    if settings.weights is None:
+        raise ValueError(
+            "--mode eval needs --weights (an exported .pt file or a checkpoints/step-N folder)"
+        )
+    ctx = init_distributed(settings.distributed, settings.device)
+    evaluation = None
+    try:
+        detector = build_detector(settings.model.model_copy(update={"backbone_weights": None}))
+        memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+        model = detector.model.to(device=ctx.device, memory_format=memory_format)
+        what = load_weights_into(model, settings.weights)
+        loader = build_eval_loader(settings.data, ctx.rank, ctx.world_size)
+        evaluation = Evaluation(
+            loader,
+            Path(settings.data.val_annotations),
+            detector.postprocessor,
+            settings.eval,
+            device=ctx.device,
+            autocast_dtype=autocast_dtype_for(settings.precision, ctx.device),
+            channels_last=settings.channels_last,
+        )
+        result = evaluation.run(model, 0, asynchronous=False)
+        assert result is not None
+        if ctx.is_main:
+            print(f"COCO box evaluation of {what} on {loader.num_samples} images:")
+            print(format_summary(result.stats), flush=True)
+        return result
+    finally:
+        if evaluation is not None:
+            evaluation.close()
+        destroy()

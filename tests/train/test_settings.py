@@ -1,0 +1,144 @@
+"""Settings: precedence CLI > env > TOML preset > defaults, error messages, --help, the CLI exit code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+from ssd_train.__main__ import main
+from ssd_train.settings import Settings, SettingsLoadError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("SSD_"):
+            monkeypatch.delenv(name)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+PRESET = """
+[optim]
+momentum = 0.5
+weight_decay = 1e-3
+[data]
+batch_size = 5
+[schedule]
+max_epochs = 7
+decay_epochs = [3, 5]
+"""
+
+
+def test_precedence_cli_over_env_over_toml_over_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    preset = _write(tmp_path / "p.toml", PRESET)
+    monkeypatch.setenv("SSD_OPTIM__WEIGHT_DECAY", "2e-3")
+    monkeypatch.setenv("SSD_DATA__BATCH_SIZE", "6")
+    s = load_settings(["--config", str(preset), "--data.batch-size", "7"])
+    assert s.data.batch_size == 7  # CLI beats env and TOML
+    assert s.optim.weight_decay == 2e-3  # env beats TOML
+    assert s.optim.momentum == 0.5  # TOML beats the default 0.9
+    assert s.schedule.max_epochs == 7 and s.schedule.decay_epochs == [3, 5]
+    defaults = load_settings([])
+    # untouched fields keep their defaults, also inside sections the sources changed
+    assert s.data.max_boxes == defaults.data.max_boxes
+    assert s.data.num_workers == defaults.data.num_workers
+    assert s.optim.lr_per_32 == defaults.optim.lr_per_32
+    assert defaults.optim.momentum == 0.9 and defaults.config is None
+
+
+def test_preset_from_environment_and_equals_form(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    preset = _write(tmp_path / "p.toml", PRESET)
+    monkeypatch.setenv("SSD_CONFIG", str(preset))
+    assert load_settings([]).optim.momentum == 0.5
+    monkeypatch.delenv("SSD_CONFIG")
+    assert load_settings([f"--config={preset}"]).data.batch_size == 5
+
+
+def test_snake_case_and_kebab_case_options_are_both_accepted() -> None:
+    assert load_settings(["--data.batch_size", "3"]).data.batch_size == 3
+    assert load_settings(["--run_dir", "x"]).run_dir == Path("x")
+    s = load_settings(
+        ["--schedule.eval-epochs", "[4,6]", "--no-channels-last", "--compile", "false"]
+    )
+    assert s.schedule.eval_epochs == [4, 6] and s.channels_last is False and s.compile is False
+
+
+def test_bad_cli_value_names_the_setting_and_reason() -> None:
+    with pytest.raises(SettingsLoadError) as err:
+        load_settings(["--optim.lr-per-32", "-1"])
+    text = str(err.value)
+    assert "optim.lr_per_32" in text and "greater than 0" in text
+    assert "--optim.lr-per-32" in text and "SSD_OPTIM__LR_PER_32" in text
+
+
+def test_bad_env_value_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSD_SCHEDULE__MAX_EPOCHS", "many")
+    with pytest.raises(SettingsLoadError, match=r"schedule\.max_epochs.*'many'"):
+        load_settings([])
+
+
+def test_unknown_setting_in_preset_is_named(tmp_path: Path) -> None:
+    preset = _write(tmp_path / "p.toml", "[optim]\nlearning_rate = 0.1\n")
+    with pytest.raises(SettingsLoadError, match=r"unknown setting 'optim\.learning_rate'"):
+        load_settings(["--config", str(preset)])
+
+
+def test_cross_field_error_names_the_section(tmp_path: Path) -> None:
+    preset = _write(tmp_path / "p.toml", "[schedule]\ndecay_epochs = [55, 44]\n")
+    with pytest.raises(
+        SettingsLoadError, match=r"'schedule'.*decay_epochs must be strictly increasing"
+    ):
+        load_settings(["--config", str(preset)])
+
+
+def test_missing_or_broken_preset_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsLoadError, match=r"nope\.toml does not exist"):
+        load_settings(["--config", str(tmp_path / "nope.toml")])
+    broken = _write(tmp_path / "broken.toml", "[optim\nmomentum = 1\n")
+    with pytest.raises(SettingsLoadError, match=r"broken\.toml is not valid TOML"):
+        load_settings(["--config", str(broken)])
+
+
+def test_unknown_cli_option_is_reported() -> None:
+    with pytest.raises(SettingsLoadError, match="unrecognized arguments: --no-such-thing"):
+        load_settings(["--no-such-thing", "1"])
+
+
+def _leaf_options(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str | None]]:
+    out = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _leaf_options(ann, f"{prefix}{name}.")
+        else:
+            out.append((f"--{prefix}{name}".replace("_", "-"), field.description))
+    return out
+
+
+def test_help_lists_every_setting_with_its_description(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        load_settings(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    options = _leaf_options(Settings)
+    assert len(options) > 60
+    for option, description in options:
+        assert option in text, option
+        if description:
+            assert " ".join(description.split())[:40] in text, option
+
+
+def test_main_reports_bad_settings_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--optim.momentum", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.momentum" in err and "less than 1" in err and "Traceback" not in err
