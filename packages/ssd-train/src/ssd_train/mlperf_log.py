@@ -118,12 +118,9 @@ def segment_log_path(run_dir: Path) -> Path:
     first = run_dir / "mlperf.log"
     if not first.exists():
         return first
-    taken = [
-        int(p.stem.split("-")[-1])
-        for p in run_dir.glob("mlperf.resume-*.log")
-        if p.stem.split("-")[-1].isdigit()
-    ]
-    return run_dir / f"mlperf.resume-{max(taken, default=0) + 1}.log"
+    suffixes = [p.stem.removeprefix("mlperf.resume-") for p in run_dir.glob("mlperf.resume-*.log")]
+    k = max((int(x) for x in suffixes if x.isdigit()), default=0) + 1
+    return run_dir / f"mlperf.resume-{k}.log"
 
 
 def evaluation_blocks(
@@ -225,14 +222,9 @@ class MLPerfLogger:
         if self._logger is None or not self._logger.handlers:
             raise RuntimeError(f"MLPerf log {self.path} is closed; cannot log {key!r}")
         log = {"start": self._mllog.start, "end": self._mllog.end, "event": self._mllog.event}[kind]
-        # stack_offset 3: the caller of the public method (trainer) is named in the metadata.
-        log(
-            key=key,
-            value=value,
-            metadata=metadata,
-            time_ms=int((self._clock() if at is None else at) * 1e3),
-            stack_offset=3,
-        )
+        time_ms = int((self._clock() if at is None else at) * 1e3)
+        # stack_offset 3: the metadata names the caller of the public method (the trainer)
+        log(key=key, value=value, metadata=metadata, time_ms=time_ms, stack_offset=3)
 
     def _once(self, key: str) -> None:
         if key in self._seen:
