@@ -1,0 +1,99 @@
+"""Settings of the data package (the ``data`` section of the trainer's settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: Default padding size M of the ground-truth boxes of a training batch. COCO train2017's most
+#: crowded image has 93 annotations (val2017: 63), so 128 keeps every box with margin; an image
+#: with more boxes loses the extra ones, and they are counted (``stats()["dropped_boxes_max"]``)
+#: and logged.
+DEFAULT_MAX_BOXES = 128
+
+
+class DataConfig(BaseModel):
+    """Where the COCO-format data is and how the input pipelines run.
+
+    ``root`` is a dataset folder with ``train2017/``, ``val2017/`` and ``annotations/``; each
+    of the four paths below defaults to its COCO place under ``root`` and may be set on its own
+    (any COCO-format dataset works). ``root=None`` means "use the synthetic dataset", which the
+    trainer resolves.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: Path | None = None
+    train_images: Path | None = Field(None, description="default: root/train2017")
+    train_annotations: Path | None = Field(
+        None, description="default: root/annotations/instances_train2017.json"
+    )
+    val_images: Path | None = Field(None, description="default: root/val2017")
+    val_annotations: Path | None = Field(
+        None, description="default: root/annotations/instances_val2017.json"
+    )
+
+    batch_size: int = Field(32, ge=1, description="training images per step and rank")
+    eval_batch_size: int = Field(32, ge=1, description="evaluation images per batch and rank")
+    num_workers: int = Field(4, ge=0, description="decode/augment workers per rank (0 = inline)")
+    worker_type: Literal["thread", "process"] = "thread"
+    multiprocessing_context: Literal["fork", "forkserver", "spawn"] | None = Field(
+        None, description="start method of process workers (None: the platform's default)"
+    )
+    max_boxes: int = Field(
+        DEFAULT_MAX_BOXES, ge=1, description="M: boxes per image in a training batch (padded)"
+    )
+    crop_attempts: Literal[1, 50] = Field(
+        1, description="SSD random-crop attempts per drawn option (logged as max_samples)"
+    )
+    hue: float = Field(
+        0.05, ge=0.0, le=0.5, description="colour-jitter hue range (circle fraction)"
+    )
+    augment_impl: Literal["fast", "reference"] = Field(
+        "fast",
+        description=(
+            "'fast': crop/flip on arrays, torch uint8 antialiased resize, colour jitter fused into "
+            "one affine pass; 'reference': the reference's PIL + torchvision-functional ops"
+        ),
+    )
+    train_crowd_boxes: bool = Field(
+        True, description="train on iscrowd=1 boxes too, as the MLPerf reference does"
+    )
+    bad_image_policy: Literal["skip", "error"] = Field(
+        "skip",
+        description=(
+            "'skip': replace an unreadable training image by another one chosen from the seed "
+            "(eval: leave it out), count and log it; 'error': stop, naming the file"
+        ),
+    )
+    eval_all_images: bool = Field(
+        False, description="evaluate all val images, not only the annotated ones (4,952 of 5,000)"
+    )
+    prefetch: int = Field(2, ge=1, description="batches prepared ahead of the consumer")
+    pin_memory: bool = Field(True, description="pin batches (only when CUDA is available)")
+    channels_last: bool = Field(
+        True,
+        description=(
+            "images as a channels_last view of the NHWC batch buffer (no copy); False: "
+            "contiguous NCHW (one copy per batch in the main process)"
+        ),
+    )
+    cache_index: bool = Field(
+        True, description="cache the parsed annotations as .npz next to the json"
+    )
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> DataConfig:
+        if self.root is not None:
+            root = Path(self.root)
+            if self.train_images is None:
+                self.train_images = root / "train2017"
+            if self.val_images is None:
+                self.val_images = root / "val2017"
+            if self.train_annotations is None:
+                self.train_annotations = root / "annotations" / "instances_train2017.json"
+            if self.val_annotations is None:
+                self.val_annotations = root / "annotations" / "instances_val2017.json"
+        return self

@@ -1,0 +1,322 @@
+"""The training and evaluation input pipelines (torchdata.nodes) behind a small API.
+
+Graph: ShardSampler (this rank's positions of the epoch) -> ParallelMapper (decode + augment,
+thread or process workers, in order) -> Batcher -> Mapper (collate to fixed shapes) ->
+PinMemory (when CUDA is available) -> Prefetcher -> Loader.
+
+Every sample's random stream is a function of (seed, epoch, position in the epoch), so batches
+do not depend on worker count, worker type or scheduling. That makes the resume state small
+and exact: ``{"epoch", "batches_done", ...}``; resuming restarts the sampler at the next
+position instead of replaying torchdata snapshots, so a resumed run may even change
+num_workers, worker_type or prefetch and still gets the very same batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchdata.nodes import Batcher, Loader, Mapper, ParallelMapper, PinMemory, Prefetcher
+
+from ssd_data.batch import EvalBatch, EvalCollate, TrainBatch, TrainCollate
+from ssd_data.coco import CocoIndex
+from ssd_data.config import DataConfig
+from ssd_data.errors import DataError
+from ssd_data.sampler import ShardSampler
+from ssd_data.samples import EvalSampleFn, Event, TrainSampleFn
+
+log = logging.getLogger(__name__)
+_LOGGED_PER_KIND = 20  # events of one kind logged one by one; after that only counted
+_STATE_VERSION = 1
+
+
+def _require(path: Path | None, name: str) -> Path:
+    if path is None:
+        raise DataError(
+            f"data.{name} is not set: set data.root (a COCO-layout folder) or data.{name}"
+        )
+    return Path(path)
+
+
+def _check_dir(path: Path, name: str) -> Path:
+    if not path.is_dir():
+        raise DataError(f"data.{name} = {path} is not a folder; check data.root / data.{name}")
+    return path
+
+
+def _build_graph(
+    sampler: ShardSampler,
+    map_fn: Callable[[Any], Any],
+    collate: Callable[[Any], Any],
+    batch_size: int,
+    drop_last: bool,
+    cfg: DataConfig,
+) -> Loader:
+    if cfg.num_workers > 0:
+        node = ParallelMapper(
+            sampler,
+            map_fn,
+            num_workers=cfg.num_workers,
+            in_order=True,
+            method=cfg.worker_type,
+            multiprocessing_context=cfg.multiprocessing_context,
+        )
+    else:
+        node = Mapper(sampler, map_fn)
+    node = Mapper(Batcher(node, batch_size=batch_size, drop_last=drop_last), collate)
+    if cfg.pin_memory and torch.cuda.is_available():
+        node = PinMemory(node)
+    return Loader(Prefetcher(node, prefetch_factor=cfg.prefetch))
+
+
+def _shutdown(loader: Loader) -> None:
+    """Stop the threads/processes of a torchdata graph (best effort, torchdata internals)."""
+    node: Any = loader.root
+    while node is not None:
+        inner = getattr(node, "_it", None)
+        for it in (inner, getattr(inner, "_it", None)):
+            stop = getattr(it, "_shutdown", None)
+            if callable(stop):
+                stop()
+        node = getattr(node, "source", None)
+
+
+class _EventLog:
+    """Counts sample events and logs the first few of each kind with the file name."""
+
+    def __init__(self, what: str, policy_hint: str) -> None:
+        self.counts: Counter[str] = Counter()
+        self.what, self.policy_hint = what, policy_hint
+
+    def record(self, events: list[Event]) -> None:
+        for kind, file, detail in events:
+            self.counts[kind] += 1 if kind != "dropped_boxes" else int(detail)  # type: ignore[arg-type]
+            seen = self.counts[kind + "_logged"] = self.counts[kind + "_logged"] + 1
+            if seen > _LOGGED_PER_KIND:
+                continue
+            if kind == "bad_image":
+                log.warning(
+                    "unreadable %s image %s (%s): %s", self.what, file, detail, self.policy_hint
+                )
+            elif kind == "dropped_boxes":
+                log.warning(
+                    "%s: %s boxes beyond data.max_boxes dropped (raise data.max_boxes)",
+                    file,
+                    detail,
+                )
+            else:
+                log.warning("%s: image size differs from its annotation: %s", file, detail)
+            if seen == _LOGGED_PER_KIND:
+                log.warning("further '%s' events of the %s data are only counted", kind, self.what)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in self.counts.items() if not k.endswith("_logged")}
+
+
+class TrainLoader:
+    """Training batches of one rank (see :func:`build_train_loader`)."""
+
+    def __init__(
+        self,
+        cfg: DataConfig,
+        index: CocoIndex,
+        image_dir: Path,
+        rank: int,
+        world_size: int,
+        seed: int,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        self.cfg, self.index, self.rank, self.world_size, self.seed = (
+            cfg,
+            index,
+            rank,
+            world_size,
+            seed,
+        )
+        self.num_samples = index.num_images
+        self._steps = self.num_samples // world_size // cfg.batch_size
+        if self._steps == 0:
+            raise DataError(
+                f"{index.path}: {self.num_samples} training images are fewer than one batch per "
+                f"rank (batch_size {cfg.batch_size} x world_size {world_size}); lower data.batch_size"
+            )
+        self._sampler = ShardSampler(
+            self.num_samples, rank, world_size, self._steps * cfg.batch_size, seed, shuffle=True
+        )
+        map_fn = TrainSampleFn(
+            index=index,
+            image_dir=image_dir,
+            seed=seed,
+            max_boxes=cfg.max_boxes,
+            crop_attempts=cfg.crop_attempts,
+            hue=cfg.hue,
+            impl=cfg.augment_impl,
+            crowd_boxes=cfg.train_crowd_boxes,
+            policy=cfg.bad_image_policy,
+        )
+        self._loader = _build_graph(
+            self._sampler, map_fn, TrainCollate(cfg.channels_last), cfg.batch_size, True, cfg
+        )
+        hint = "replaced by another image (data.bad_image_policy=skip)"
+        self._events = _EventLog("training", hint)
+        self._epoch = 0
+        self._batches_done = 0  # of self._epoch
+        self._images = 0
+
+    def __len__(self) -> int:
+        """Steps per epoch (every rank the same; the remainder of the epoch is dropped)."""
+        return self._steps
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """The next iteration runs epoch ``epoch`` (its own shuffle). A loaded mid-epoch state
+        for the same epoch is kept, so ``load_state_dict(sd); set_epoch(sd epoch)`` resumes."""
+        if epoch != self._epoch:
+            self._epoch, self._batches_done = epoch, 0
+
+    def __iter__(self) -> Iterator[TrainBatch]:
+        start = self._batches_done if self._batches_done < self._steps else 0
+        self._batches_done = start
+        self._sampler.epoch = self._epoch
+        self._sampler.start = start * self.cfg.batch_size
+        if start:
+            log.info(
+                "resuming training data of epoch %d at batch %d/%d", self._epoch, start, self._steps
+            )
+        for batch, events in self._loader:
+            self._events.record(events)
+            self._batches_done += 1
+            self._images += len(batch.image_ids)
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position in the epoch and counters; plain ints (fits any checkpoint format)."""
+        return {
+            "version": _STATE_VERSION,
+            "epoch": self._epoch,
+            "batches_done": self._batches_done,
+            "batch_size": self.cfg.batch_size,
+            "world_size": self.world_size,
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+            "stats": self.stats(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue where ``state`` was taken: the next iteration yields exactly the batches an
+        uninterrupted loader would have yielded after it (same seed, data, batch size, world
+        size; with another batch size or world size it resumes at the first batch that repeats
+        no image of the interrupted epoch)."""
+        if int(state.get("version", -1)) != _STATE_VERSION:
+            raise DataError(f"unknown training-data state version {state.get('version')!r}")
+        for key, mine in (("seed", self.seed), ("num_samples", self.num_samples)):
+            if int(state[key]) != mine:
+                raise DataError(
+                    f"the training-data state was saved with {key}={state[key]} but this run has "
+                    f"{key}={mine}: resume with the same seed and dataset, or start a new run"
+                )
+        done = int(state["batches_done"])
+        old_b, old_w = int(state["batch_size"]), int(state["world_size"])
+        if (old_b, old_w) != (self.cfg.batch_size, self.world_size):
+            consumed = done * old_b * old_w
+            done = math.ceil(consumed / (self.cfg.batch_size * self.world_size))
+            log.warning(
+                "batch size x world size changed from %dx%d to %dx%d: resuming epoch %d at batch %d",
+                old_b,
+                old_w,
+                self.cfg.batch_size,
+                self.world_size,
+                int(state["epoch"]),
+                done,
+            )
+        self._epoch, self._batches_done = int(state["epoch"]), done
+        stats = state.get("stats", {})
+        self._images = int(stats.get("images", 0))
+        self._events.counts.update({k: int(v) for k, v in stats.items() if k != "images"})
+
+    def stats(self) -> dict[str, int]:
+        """Counters: images yielded, bad_image (unreadable files replaced), dropped_boxes
+        (beyond max_boxes), size_mismatch, and the annotation parse counts
+        (index_dropped_degenerate_boxes, index_clipped_boxes, index_images, ...)."""
+        out = {"images": self._images, "bad_image": 0, "dropped_boxes": 0, "size_mismatch": 0}
+        out.update(self._events.as_dict())
+        out.update({f"index_{k}": v for k, v in self.index.counts.items()})
+        return out
+
+    def close(self) -> None:
+        """Stop the worker threads/processes now (they also stop at the end of each epoch)."""
+        _shutdown(self._loader)
+
+
+class EvalLoader:
+    """Evaluation batches of one rank (see :func:`build_eval_loader`)."""
+
+    def __init__(
+        self, cfg: DataConfig, index: CocoIndex, image_dir: Path, rank: int, world_size: int
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        self.cfg, self.index = cfg, index
+        self.num_samples = index.num_images
+        self._per_rank = len(range(rank, self.num_samples, world_size))
+        sampler = ShardSampler(self.num_samples, rank, world_size, self._per_rank, 0, shuffle=False)
+        map_fn = EvalSampleFn(
+            index=index, image_dir=image_dir, impl=cfg.augment_impl, policy=cfg.bad_image_policy
+        )
+        self._loader = _build_graph(
+            sampler, map_fn, EvalCollate(cfg.channels_last), cfg.eval_batch_size, False, cfg
+        )
+        self._events = _EventLog(
+            "evaluation", "left out of the evaluation (data.bad_image_policy=skip)"
+        )
+
+    def __len__(self) -> int:
+        """Batches of this rank (the last may be short)."""
+        return math.ceil(self._per_rank / self.cfg.eval_batch_size)
+
+    def __iter__(self) -> Iterator[EvalBatch]:
+        for batch, events in self._loader:
+            self._events.record(events)
+            if batch is not None:
+                yield batch
+
+    def stats(self) -> dict[str, int]:
+        """Counters: bad_image (unreadable files left out), size_mismatch."""
+        return {"bad_image": 0, "size_mismatch": 0, **self._events.as_dict()}
+
+    def close(self) -> None:
+        """Stop the worker threads/processes now."""
+        _shutdown(self._loader)
+
+
+def build_train_loader(cfg: DataConfig, rank: int, world_size: int, seed: int) -> TrainLoader:
+    """Training loader of rank ``rank`` of ``world_size``: annotated images of
+    ``cfg.train_annotations``, shuffled per epoch from ``seed``, MLPerf augmentation.
+
+    ``len(loader)`` steps per epoch; ``loader.set_epoch(e)`` then ``for batch in loader``
+    yields :class:`~ssd_data.batch.TrainBatch`; ``loader.num_samples`` is the global image count.
+    """
+    annotations = _require(cfg.train_annotations, "train_annotations")
+    image_dir = _check_dir(_require(cfg.train_images, "train_images"), "train_images")
+    index = CocoIndex.from_json(annotations, skip_empty=True, cache=cfg.cache_index)
+    return TrainLoader(cfg, index, image_dir, rank, world_size, seed)
+
+
+def build_eval_loader(cfg: DataConfig, rank: int, world_size: int) -> EvalLoader:
+    """Evaluation loader of rank ``rank``: the annotated val images (all of them with
+    ``cfg.eval_all_images``) in file order, rank r taking every world_size-th from r."""
+    annotations = _require(cfg.val_annotations, "val_annotations")
+    image_dir = _check_dir(_require(cfg.val_images, "val_images"), "val_images")
+    index = CocoIndex.from_json(
+        annotations, skip_empty=not cfg.eval_all_images, cache=cfg.cache_index
+    )
+    return EvalLoader(cfg, index, image_dir, rank, world_size)
