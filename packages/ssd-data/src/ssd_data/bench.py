@@ -1,0 +1,229 @@
+"""``ssd-data bench``: training input pipeline throughput against a torchvision baseline.
+
+Both pipelines read the same generated COCO-like JPEGs (:mod:`ssd_data.bench_data`) and
+produce the same thing: batches of uint8 [N, 3, 300, 300] images after the MLPerf SSD
+augmentation, with padded boxes and labels. The baseline is what one would write with the
+standard tools: ``torchvision.io.decode_image`` + transforms v2 on tv_tensors
+(``RandomIoUCrop`` with the seven SSD options and one trial, ``SanitizeBoundingBoxes``,
+``RandomHorizontalFlip``, ``Resize((300, 300))``, ``ColorJitter(0.125, 0.5, 0.5, 0.05)``) in a
+``torch.utils.data.DataLoader`` with the same number of (process) workers. Ours is
+:func:`ssd_data.pipeline.build_train_loader`. The first batch (worker start-up) is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ssd_data.bench_data import write_bench_dataset
+from ssd_data.coco import CocoIndex
+from ssd_data.config import DataConfig
+from ssd_data.pipeline import build_train_loader
+
+
+class TorchvisionBaseline(Dataset):
+    """The MLPerf training augmentation with torchvision transforms v2 (the baseline)."""
+
+    def __init__(self, index: CocoIndex, image_dir: Path, max_boxes: int) -> None:
+        from torchvision.transforms import v2
+
+        self.index, self.image_dir, self.max_boxes = index, image_dir, max_boxes
+        self.transform = v2.Compose(
+            [
+                v2.RandomIoUCrop(
+                    min_scale=0.3,
+                    max_scale=1.0,
+                    min_aspect_ratio=0.5,
+                    max_aspect_ratio=2.0,
+                    sampler_options=[0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0],  # 1.0 = keep the image
+                    trials=1,
+                ),
+                v2.SanitizeBoundingBoxes(),
+                v2.RandomHorizontalFlip(0.5),
+                v2.Resize((300, 300)),
+                v2.ColorJitter(brightness=0.125, contrast=0.5, saturation=0.5, hue=0.05),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return self.index.num_images
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from torchvision import tv_tensors
+        from torchvision.io import ImageReadMode, decode_image
+
+        path = self.image_dir / self.index.file_name(i)
+        image = tv_tensors.Image(decode_image(str(path), mode=ImageReadMode.RGB))
+        h, w = image.shape[-2:]
+        boxes, labels, _ = self.index.annotations(i)
+        scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(
+                torch.from_numpy(boxes) * scale, format="XYXY", canvas_size=(h, w)
+            ),
+            "labels": torch.from_numpy(labels),
+        }
+        image, target = self.transform(image, target)
+        k = min(len(target["labels"]), self.max_boxes)
+        out_boxes = torch.zeros(self.max_boxes, 4)
+        out_labels = torch.zeros(self.max_boxes, dtype=torch.int64)
+        out_boxes[:k] = target["boxes"][:k] / 300.0
+        out_labels[:k] = target["labels"][:k]
+        return image.as_subclass(torch.Tensor), out_boxes, out_labels
+
+
+@dataclass(frozen=True)
+class Result:
+    pipeline: str
+    workers: int
+    worker_type: str
+    images_per_s: float
+
+    @property
+    def per_worker(self) -> float:
+        return self.images_per_s / max(self.workers, 1)
+
+
+def _time(batches: Iterable, batch_size: int) -> float:
+    """Images per second over all batches but the first (worker start-up)."""
+    it = iter(batches)
+    next(it)
+    count, start = 0, time.perf_counter()
+    for batch in it:
+        assert batch[0].shape[0] == batch_size and batch[0].dtype == torch.uint8
+        count += batch_size
+    elapsed = time.perf_counter() - start
+    if count == 0:
+        raise SystemExit("ssd-data bench: too few images for two batches; raise --images")
+    return count / elapsed
+
+
+def run_baseline(root: Path, workers: int, batch_size: int, max_boxes: int) -> float:
+    index = CocoIndex.from_json(root / "annotations" / "instances_train2017.json", skip_empty=True)
+    dataset = TorchvisionBaseline(index, root / "train2017", max_boxes)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True
+    )
+    return _time(loader, batch_size)
+
+
+def run_ours(
+    root: Path, workers: int, worker_type: str, impl: str, batch_size: int, max_boxes: int
+) -> float:
+    cfg = DataConfig(
+        root=root,
+        batch_size=batch_size,
+        num_workers=workers,
+        worker_type=worker_type,  # type: ignore[arg-type]
+        augment_impl=impl,  # type: ignore[arg-type]
+        max_boxes=max_boxes,
+        pin_memory=False,
+    )
+    loader = build_train_loader(cfg, rank=0, world_size=1, seed=0)
+    loader.set_epoch(0)
+    try:
+        return _time(loader, batch_size)
+    finally:
+        loader.close()
+
+
+def format_table(results: list[Result]) -> str:
+    """Fixed-width table; speed-up is img/s per worker relative to the first row."""
+    base = results[0].per_worker
+    head = f"{'pipeline':<34} {'workers':>7} {'type':>8} {'img/s':>8} {'img/s/worker':>13} {'speed-up':>9}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(
+            f"{r.pipeline:<34} {r.workers:>7} {r.worker_type:>8} {r.images_per_s:>8.1f} "
+            f"{r.per_worker:>13.1f} {r.per_worker / base:>8.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ssd-data bench",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--images", type=int, default=512, help="COCO-like JPEGs to generate and read")
+    p.add_argument("--workers", type=int, default=2, help="workers of every pipeline")
+    p.add_argument(
+        "--worker-type",
+        choices=["thread", "process", "both"],
+        default="both",
+        help="worker type of our pipeline (the DataLoader baseline always uses processes)",
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-boxes", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=2, help="runs per pipeline; the median is shown")
+    p.add_argument("--reference", action="store_true", help="also time augment_impl=reference")
+    p.add_argument("--no-baseline", action="store_true", help="skip the torchvision baseline")
+    p.add_argument("--data", type=Path, default=None, help="reuse/keep the generated images here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ssd-data bench``; prints the table and returns 0."""
+    args = _parser().parse_args(argv)
+    if args.images < 2 * args.batch_size:
+        raise SystemExit("ssd-data bench: --images must be at least 2 x --batch-size")
+    types = ["thread", "process"] if args.worker_type == "both" else [args.worker_type]
+    with tempfile.TemporaryDirectory(prefix="ssd-bench-") as tmp:
+        root = args.data or Path(tmp)
+        marker = root / "annotations" / "instances_train2017.json"
+        t0 = time.perf_counter()
+        kb = write_bench_dataset(root, args.images) if not marker.exists() else float("nan")
+        print(
+            f"{args.images} COCO-like JPEGs in {root} (mean {kb:.0f} KB, {time.perf_counter() - t0:.0f} s to write)"
+        )
+        runs: list[tuple[str, int, str, object]] = []
+        if not args.no_baseline:
+            runs.append(
+                (
+                    "torchvision v2 + DataLoader",
+                    args.workers,
+                    "process",
+                    lambda: run_baseline(root, args.workers, args.batch_size, args.max_boxes),
+                )
+            )
+        impls = ["fast", "reference"] if args.reference else ["fast"]
+        for impl in impls:
+            for kind in types:
+                runs.append(
+                    (
+                        f"ssd_data ({impl})",
+                        args.workers,
+                        kind,
+                        lambda impl=impl, kind=kind: run_ours(
+                            root, args.workers, kind, impl, args.batch_size, args.max_boxes
+                        ),
+                    )
+                )
+        times: dict[int, list[float]] = {i: [] for i in range(len(runs))}
+        for _ in range(args.repeats):  # interleaved, so background load hits every pipeline alike
+            for i, (*_, fn) in enumerate(runs):
+                times[i].append(fn())  # type: ignore[operator]
+        results = [
+            Result(name, w, kind, statistics.median(times[i]))
+            for i, (name, w, kind, _) in enumerate(runs)
+        ]
+    print(format_table(results))
+    print(
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__}, numpy {np.__version__}, "
+        f"batch {args.batch_size}, median of {args.repeats}"
+    )
+    return 0
