@@ -27,6 +27,21 @@ def model() -> SSD300:
     return SSD300(num_classes=81).eval()
 
 
+@pytest.fixture(scope="module")
+def float32_run(
+    model: SSD300,
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """One float32 NCHW forward shared by the tests: (images, feature maps, loc, logits)."""
+    generator = torch.Generator().manual_seed(5)
+    images = normalize_images(
+        torch.randint(0, 256, (1, 3, 300, 300), dtype=torch.uint8, generator=generator)
+    )
+    with torch.no_grad():
+        features = model.feature_maps(images)
+        loc, logits = model.apply_heads(features)
+    return images, features, loc, logits
+
+
 def test_parameter_count(model: SSD300) -> None:
     assert _count(model) == 19_972_534
     assert _count(model.backbone) == 8_170_304
@@ -57,11 +72,8 @@ def test_structure(model: SSD300) -> None:
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in extra)
 
 
-def test_feature_map_and_output_shapes(model: SSD300) -> None:
-    images = torch.randn(1, 3, 300, 300)
-    with torch.no_grad():
-        features = model.feature_maps(images)
-        loc, logits = model.apply_heads(features)
+def test_feature_map_and_output_shapes(model: SSD300, float32_run) -> None:
+    _, features, loc, logits = float32_run
     assert [(f.shape[1], f.shape[2], f.shape[3]) for f in features] == [
         (c, s, s) for c, s in FEATURES
     ]
@@ -134,10 +146,9 @@ def test_xavier_init_of_extras_and_heads(model: SSD300) -> None:
         assert conv.bias.detach().abs().max() > 0
 
 
-def test_channels_last_gives_the_same_outputs(model: SSD300) -> None:
-    images = normalize_images(torch.randint(0, 256, (1, 3, 300, 300), dtype=torch.uint8))
+def test_channels_last_gives_the_same_outputs(model: SSD300, float32_run) -> None:
+    images, _, loc, logits = float32_run
     with torch.no_grad():
-        loc, logits = model(images)
         model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
         assert model_cl.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
         loc_cl, logits_cl = model_cl(images.contiguous(memory_format=torch.channels_last))
@@ -146,15 +157,13 @@ def test_channels_last_gives_the_same_outputs(model: SSD300) -> None:
     torch.testing.assert_close(logits_cl, logits, rtol=0, atol=1e-4 * logits.abs().max().item())
 
 
-def test_bf16_autocast_forward_and_float32_loss(model: SSD300, generator) -> None:
-    images = normalize_images(torch.randint(0, 256, (1, 3, 300, 300), dtype=torch.uint8))
+def test_bf16_autocast_forward_and_float32_loss(model: SSD300, float32_run) -> None:
+    images, _, loc32, logits32 = float32_run
     boxes = torch.tensor([[[0.1, 0.2, 0.5, 0.7], [0.6, 0.1, 0.9, 0.4]]])
     loc_targets, label_targets = encode(boxes, torch.tensor([[3, 9]]))
-    with torch.no_grad():
-        loc32, logits32 = model(images)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loc16, logits16 = model(images)
-            loss = SSDLoss()(loc16, logits16, loc_targets, label_targets)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        loc16, logits16 = model(images)
+        loss = SSDLoss()(loc16, logits16, loc_targets, label_targets)
     assert loc16.dtype == torch.bfloat16 and logits16.dtype == torch.bfloat16
     assert loss.total.dtype == torch.float32 and torch.isfinite(loss.total)
     # bf16 has ~3 significant digits; the outputs must still track the float32 ones closely.
@@ -162,6 +171,13 @@ def test_bf16_autocast_forward_and_float32_loss(model: SSD300, generator) -> Non
         low = low.float()
         assert torch.corrcoef(torch.stack((low.flatten(), full.flatten())))[0, 1] > 0.99
         assert (low - full).abs().mean() < 0.05 * full.abs().mean()
+
+
+def test_forward_equals_feature_maps_then_heads(model: SSD300, float32_run) -> None:
+    images, _, loc, logits = float32_run
+    with torch.no_grad():
+        loc_fw, logits_fw = model(images)
+    assert torch.equal(loc_fw, loc) and torch.equal(logits_fw, logits)
 
 
 def test_rejects_wrong_channel_count(model: SSD300) -> None:
