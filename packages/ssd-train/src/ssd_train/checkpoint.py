@@ -116,6 +116,10 @@ def run_fingerprint(settings: Any, world_size: int) -> dict[str, Any]:
     }
 
 
+def _no_dist() -> bool:
+    return not (dist.is_available() and dist.is_initialized())
+
+
 def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -229,7 +233,7 @@ class CheckpointManager:
         if not info.usable:
             raise CheckpointError(f"cannot load {path}: {info.problem}")
         self.check_compatible(info)
-        dcp.load(state, checkpoint_id=str(path), process_group=self.group)
+        dcp.load(state, checkpoint_id=str(path), process_group=self.group, no_dist=_no_dist())
         mine = torch.load(path / f"rank-{self.rank}.pt", map_location="cpu", weights_only=True)
         if mine.get("rank") != self.rank:
             raise CheckpointError(
@@ -334,7 +338,9 @@ class CheckpointManager:
             "torch": torch.__version__,
         }
         if self.cfg.asynchronous:
-            future = dcp.async_save(state, checkpoint_id=str(folder), process_group=self.group)
+            future = dcp.async_save(
+                state, checkpoint_id=str(folder), process_group=self.group, no_dist=_no_dist()
+            )
             self._pending = threading.Thread(
                 target=self._finish,
                 args=(future, folder, marker),
@@ -345,7 +351,7 @@ class CheckpointManager:
             if block:
                 self.wait()
         else:
-            dcp.save(state, checkpoint_id=str(folder), process_group=self.group)
+            dcp.save(state, checkpoint_id=str(folder), process_group=self.group, no_dist=_no_dist())
             self._complete(folder, marker)
             if dist.is_available() and dist.is_initialized():
                 dist.barrier(group=self.group)

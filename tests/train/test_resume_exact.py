@@ -1,0 +1,60 @@
+"""Exact resume: a 2-rank run SIGKILLed at a random step and resumed equals the uninterrupted run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "harness", Path(__file__).with_name("test_checkpoint_harness.py")
+)
+h = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(h)
+
+ARGS = ("--steps", "12", "--every", "3", "--asynchronous")
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_step_then_resume_is_bitwise_identical(tmp_path, tmp_path_factory):
+    ref = h.reference_run(tmp_path_factory)
+    seed = time.time_ns() % 10_000
+    kill_after = random.Random(seed).randint(4, 10)
+    print(f"kill seed {seed}: SIGKILL after step {kill_after}")
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        h.harness_command(run, *ARGS, "--step-sleep", "0.2"),
+        env=h.harness_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    for line in proc.stdout:
+        if line.strip() == f"rank 0 step {kill_after}":
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole job: torchrun and both workers
+            break
+    proc.wait(timeout=60)
+    proc.stdout.close()
+    assert not (run / "final.pt").exists()
+    done = subprocess.run(
+        h.harness_command(run, *ARGS),
+        env=h.harness_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    h.assert_same_run(run, ref)
+    for rank in (0, 1):  # each rank got its own data position back
+        resumed = json.loads((run / f"resumed-rank{rank}.json").read_text())
+        assert resumed["loader"]["rank"] == rank
+        assert resumed["step"] % 3 == 0 and resumed["step"] <= kill_after
