@@ -49,46 +49,38 @@ def _wait_gone(pid: int, seconds: float = 20.0) -> bool:
     return False
 
 
-def test_async_equals_sync_and_carries_epochs(job: tuple[Path, dict, np.ndarray]) -> None:
+def test_async_equals_sync_in_order_with_epochs_and_errors(
+    job: tuple[Path, dict, np.ndarray],
+) -> None:
     path, _, rows = job
     sync = CocoScorer(load_ground_truth(path)).score(rows)
     half = rows[rows[:, 0] < np.median(rows[:, 0])]
     sync_half = CocoScorer(load_ground_truth(path)).score(half)
-    with AsyncScorer(path, max_pending=4) as scorer:
+    assert sync.stats != sync_half.stats
+    bad = rows.copy()
+    bad[3, 6] = 12345  # unknown category id
+    with AsyncScorer(path, max_pending=1) as scorer:
         scorer.submit(40, rows)
         start = time.perf_counter()
         early = scorer.poll()  # the worker is still starting: nothing yet, and no waiting
         assert time.perf_counter() - start < 0.5
         assert early == [] and scorer.pending == 1
-        scorer.submit(50, half)
-        results = scorer.wait()
-    assert [r.epoch for r in results] == [40, 50]
-    assert results[0].stats == sync.stats and results[0].map == sync.map
-    assert results[1].stats == sync_half.stats
-    assert sync.stats != sync_half.stats
-
-
-def test_poll_returns_finished_results_once(job: tuple[Path, dict, np.ndarray]) -> None:
-    path, _, rows = job
-    with AsyncScorer(path) as scorer:
-        scorer.submit(1, rows)
-        deadline = time.monotonic() + 60
-        found = []
-        while not found and time.monotonic() < deadline:
-            found = scorer.poll()
-            time.sleep(0.02)
-        assert [r.epoch for r in found] == [1]
-        assert scorer.poll() == [] and scorer.pending == 0
-
-
-def test_worker_failure_names_the_epoch(job: tuple[Path, dict, np.ndarray]) -> None:
-    path, _, rows = job
-    bad = rows.copy()
-    bad[3, 6] = 12345  # unknown category id
-    with AsyncScorer(path) as scorer:
-        scorer.submit(55, bad)
-        with pytest.raises(AsyncScoringError, match=r"epoch 55.*record 3.*12345"):
+        scorer.submit(50, bad)  # max_pending=1: waits for epoch 40 to finish first
+        assert scorer._pending[0][1].done()
+        scorer.submit(55, half)
+        assert scorer._pending[1][1].done() and scorer.pending == 3
+        first = scorer.wait()  # stops before the failed job, returning what finished before it
+        with pytest.raises(AsyncScoringError, match=r"epoch 50.*record 3.*12345"):
             scorer.wait()
+        deadline = time.monotonic() + 60
+        last: list = []
+        while not last and time.monotonic() < deadline:  # poll until the last one is done
+            last = scorer.poll()
+            time.sleep(0.02)
+        assert scorer.poll() == [] and scorer.pending == 0
+    assert [r.epoch for r in first] == [40] and [r.epoch for r in last] == [55]
+    assert first[0].stats == sync.stats and first[0].map == sync.map
+    assert last[0].stats == sync_half.stats
 
 
 def test_close_stops_the_worker_without_a_zombie(job: tuple[Path, dict, np.ndarray]) -> None:

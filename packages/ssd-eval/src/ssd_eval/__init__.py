@@ -1,8 +1,30 @@
 """ssd_eval: exact, fast, distributed and asynchronous COCO box evaluation (faster-coco-eval).
 
-Import the pieces from their modules (`ssd_eval.evaluator.CocoEvaluator`,
-`ssd_eval.async_scoring.AsyncScorer`, ...); this file stays light so that the scoring worker
-process does not import torch.
+The main names are importable from here (`ssd_eval.CocoEvaluator`, ...) but load lazily, so that
+importing the package (as the scoring worker process does) does not import torch.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AsyncScorer": "ssd_eval.async_scoring",
+    "CocoEvaluator": "ssd_eval.evaluator",
+    "CocoScorer": "ssd_eval.scoring",
+    "EvalConfig": "ssd_eval.config",
+    "EvalResult": "ssd_eval.result",
+    "EvaluationError": "ssd_eval.evaluator",
+    "format_summary": "ssd_eval.summary",
+    "label_to_category_id": "ssd_eval.labels",
+    "load_ground_truth": "ssd_eval.groundtruth",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ssd_eval' has no attribute {name!r}")

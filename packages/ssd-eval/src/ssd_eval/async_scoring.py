@@ -12,7 +12,8 @@ import multiprocessing
 import weakref
 from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_for
 from pathlib import Path
 from typing import Any
 
@@ -87,25 +88,31 @@ class AsyncScorer:
 
     def submit(self, epoch: int | None, rows: np.ndarray) -> None:
         """Queue rows float64 [R, 7] (see ssd_eval.detections) for scoring; returns at once
-        unless `max_pending` jobs are already in flight (then waits for the oldest to finish)."""
+        unless `max_pending` jobs are still running or queued (then waits for one to finish)."""
         if not self._finalizer.alive:
             raise RuntimeError("AsyncScorer is closed")
-        while len(self._pending) >= self.max_pending:
-            self._pending[0][1].exception()  # block until the oldest is done; poll() returns it
-            if all(f.done() for _, f in self._pending):
+        while True:  # finished-but-unpolled jobs do not count: poll() returns them later
+            in_flight = [future for _, future in self._pending if not future.done()]
+            if len(in_flight) < self.max_pending:
                 break
+            wait_for(in_flight, return_when=FIRST_COMPLETED)
         self._pending.append((epoch, self._executor.submit(_score_in_worker, epoch, rows)))
 
     def _take(self, blocking: bool) -> list[EvalResult]:
-        results = []
+        """Pop finished jobs in order. A failed job raises AsyncScoringError, but only once the
+        results finished before it have been returned (the next call raises)."""
+        results: list[EvalResult] = []
         while self._pending and (blocking or self._pending[0][1].done()):
-            epoch, future = self._pending.popleft()
-            try:
-                results.append(future.result())
-            except Exception as error:
+            epoch, future = self._pending[0]
+            error = future.exception()
+            if error is not None and results:
+                break
+            self._pending.popleft()
+            if error is not None:
                 raise AsyncScoringError(
                     f"scoring the detections of epoch {epoch} failed: {type(error).__name__}: {error}"
                 ) from error
+            results.append(future.result())
         return results
 
     def poll(self) -> list[EvalResult]:

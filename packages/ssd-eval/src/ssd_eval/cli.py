@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ssd_eval.detections import DetectionsError, load_detections
+from ssd_eval.detections import DetectionsError, check_rows, load_detections
 from ssd_eval.groundtruth import GroundTruthError, load_ground_truth
 from ssd_eval.scoring import BACKENDS, CocoScorer
 from ssd_eval.summary import format_summary
@@ -58,6 +58,9 @@ def _bench_parser() -> argparse.ArgumentParser:
         "--boxes-per-image", type=float, default=7.3, help="mean ground-truth boxes"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="time each backend N times, keep the best"
+    )
     parser.add_argument("--no-pycocotools", action="store_true", help="time ssd_eval only")
     return parser
 
@@ -67,7 +70,8 @@ def score_main(argv: Sequence[str]) -> int:
     try:
         gt = load_ground_truth(args.gt)
         rows = load_detections(args.detections)
-        result = CocoScorer(gt, backend=args.backend).score(rows)
+        check_rows(rows, gt, source=str(args.detections))
+        result = CocoScorer(gt, backend=args.backend).score(rows, check=False)
     except (GroundTruthError, DetectionsError) as error:
         print(f"ssd-eval: error: {error}", file=sys.stderr)
         return 2
@@ -90,6 +94,7 @@ def bench_main(argv: Sequence[str]) -> int:
         mean_boxes=args.boxes_per_image,
         seed=args.seed,
         with_pycocotools=not args.no_pycocotools,
+        repeats=args.repeats,
     )
     print(report)
     return 0
