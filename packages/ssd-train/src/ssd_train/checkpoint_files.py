@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,14 +161,17 @@ def prune(run_dir: Path, keep: int) -> list[Path]:
     return deleted
 
 
-_SAFE_LEAVES = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.device)
+_SAFE_LEAVES = (str, int, float, bool, type(None), torch.dtype, torch.device)
 
 
 def find_unsafe_value(obj: Any, where: str = "") -> str | None:
-    """Path and type of the first value that torch.load(weights_only=True) could not read back."""
-    if isinstance(obj, _SAFE_LEAVES):
+    """Path and type of the first value that torch.load(weights_only=True) could not read back.
+
+    Exact types only: a ``str`` subclass such as ``torch.__version__`` is refused too.
+    """
+    if type(obj) in _SAFE_LEAVES or isinstance(obj, torch.Tensor):
         return None
-    if isinstance(obj, Mapping):
+    if type(obj) in (dict, OrderedDict):
         for key, value in obj.items():
             if not isinstance(key, str | int):
                 return f"{where}[{key!r}] (key of type {type(key).__name__})"
@@ -175,7 +179,7 @@ def find_unsafe_value(obj: Any, where: str = "") -> str | None:
             if found:
                 return found
         return None
-    if isinstance(obj, list | tuple):
+    if type(obj) in (list, tuple):
         for i, value in enumerate(obj):
             found = find_unsafe_value(value, f"{where}[{i}]")
             if found:

@@ -48,7 +48,7 @@ class ExportedWeights:
 
 def package_versions() -> dict[str, str]:
     """Versions recorded with exported weights."""
-    out = {"python": platform.python_version(), "torch": torch.__version__}
+    out = {"python": platform.python_version(), "torch": str(torch.__version__)}
     for name in ("torchvision", "ssd-core", "ssd-data", "ssd-eval", "ssd-train"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[name] = importlib.metadata.version(name)

@@ -1,0 +1,43 @@
+"""Non-finite loss: the run stops naming the step and the last checkpoint; no NaN checkpoint."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import torch
+from ssd_train.checkpoint_files import list_checkpoints
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+_spec = importlib.util.spec_from_file_location(
+    "harness", Path(__file__).with_name("test_checkpoint_harness.py")
+)
+h = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(h)
+
+
+def test_nan_loss_stops_the_run_and_no_checkpoint_holds_nan(tmp_path):
+    run = tmp_path / "run"
+    cmd = h.harness_command(run, "--steps", "12", "--every", "3", nproc=0)
+    done = subprocess.run(
+        cmd,
+        env=h.harness_env(faults__nan_loss_at_step=4),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (
+        f"non-finite loss at step 4; last checkpoint: {run / 'checkpoints' / 'step-3'}"
+        in done.stderr
+    )
+    infos = list_checkpoints(run)
+    assert [i.step for i in infos] == [3] and infos[0].usable
+    # read the checkpoint back independently of CheckpointManager: every tensor is finite
+    dcp_to_torch_save(infos[0].path, tmp_path / "flat.pt")
+    state = torch.load(tmp_path / "flat.pt", weights_only=True)
+    tensors = [t for t in torch.utils._pytree.tree_leaves(state) if isinstance(t, torch.Tensor)]
+    assert len(tensors) > 10 and all(
+        torch.isfinite(t).all() for t in tensors if t.is_floating_point()
+    )
