@@ -67,6 +67,7 @@ class PostProcessor:
         self.nms_iou_threshold = nms_iou_threshold
         self.topk_per_class = topk_per_class
         self.max_detections = max_detections
+        self._torchvision_nms_threshold = _just_below(nms_iou_threshold)
 
     @torch.no_grad()
     def __call__(self, loc: Tensor, logits: Tensor) -> Detections:
@@ -78,6 +79,8 @@ class PostProcessor:
 
         Returns:
             :class:`Detections` with K = ``max_detections`` rows per image, on the input's device.
+            (NMS output sizes are data-dependent, so this syncs with the device once per call;
+            keep it out of compiled training code.)
         """
         if logits.dim() != 3 or loc.shape != (*logits.shape[:2], 4):
             raise ValueError(
@@ -101,7 +104,7 @@ class PostProcessor:
         cand_boxes = boxes[image_idx, anchor_idx]  # [P, 4]
 
         kept = torchvision.ops.batched_nms(
-            cand_boxes, cand_scores, image_idx * c + class_idx, _just_below(self.nms_iou_threshold)
+            cand_boxes, cand_scores, image_idx * c + class_idx, self._torchvision_nms_threshold
         )  # indices, by decreasing score
         # Group by image (stable: score order kept inside an image), then rank within the image.
         kept = kept[torch.sort(image_idx[kept], stable=True).indices]
