@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import os
 import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -175,55 +177,51 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _prepare(root: Path, num_images: int) -> str:
+    """Write the images unless ``root`` already holds a bench dataset; describe them."""
+    marker = root / "annotations" / "instances_train2017.json"
+    t0 = time.perf_counter()
+    if not marker.exists():
+        write_bench_dataset(root, num_images)
+    files = list((root / "train2017").glob("*.jpg"))
+    kb = sum(f.stat().st_size for f in files) / max(len(files), 1) / 1024
+    return f"{len(files)} COCO-like JPEGs in {root} (mean {kb:.0f} KB; {time.perf_counter() - t0:.0f} s)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ssd-data bench``; prints the table and returns 0."""
     args = _parser().parse_args(argv)
     if args.images < 2 * args.batch_size:
         raise SystemExit("ssd-data bench: --images must be at least 2 x --batch-size")
-    types = ["thread", "process"] if args.worker_type == "both" else [args.worker_type]
+    kinds = ["thread", "process"] if args.worker_type == "both" else [args.worker_type]
+    w, b, m = args.workers, args.batch_size, args.max_boxes
     with tempfile.TemporaryDirectory(prefix="ssd-bench-") as tmp:
         root = args.data or Path(tmp)
-        marker = root / "annotations" / "instances_train2017.json"
-        t0 = time.perf_counter()
-        kb = write_bench_dataset(root, args.images) if not marker.exists() else float("nan")
-        print(
-            f"{args.images} COCO-like JPEGs in {root} (mean {kb:.0f} KB, {time.perf_counter() - t0:.0f} s to write)"
-        )
-        runs: list[tuple[str, int, str, object]] = []
+        print(_prepare(root, args.images), flush=True)
+        runs: list[tuple[str, str, Callable[[], float]]] = []
         if not args.no_baseline:
             runs.append(
-                (
-                    "torchvision v2 + DataLoader",
-                    args.workers,
-                    "process",
-                    lambda: run_baseline(root, args.workers, args.batch_size, args.max_boxes),
-                )
+                ("torchvision v2 + DataLoader", "process", lambda: run_baseline(root, w, b, m))
             )
-        impls = ["fast", "reference"] if args.reference else ["fast"]
-        for impl in impls:
-            for kind in types:
+        for impl in ["fast", "reference"] if args.reference else ["fast"]:
+            for kind in kinds:
                 runs.append(
-                    (
-                        f"ssd_data ({impl})",
-                        args.workers,
-                        kind,
-                        lambda impl=impl, kind=kind: run_ours(
-                            root, args.workers, kind, impl, args.batch_size, args.max_boxes
-                        ),
-                    )
+                    (f"ssd_data ({impl})", kind, partial(run_ours, root, w, kind, impl, b, m))
                 )
-        times: dict[int, list[float]] = {i: [] for i in range(len(runs))}
+        times: list[list[float]] = [[] for _ in runs]
         for _ in range(args.repeats):  # interleaved, so background load hits every pipeline alike
-            for i, (*_, fn) in enumerate(runs):
-                times[i].append(fn())  # type: ignore[operator]
-        results = [
-            Result(name, w, kind, statistics.median(times[i]))
-            for i, (name, w, kind, _) in enumerate(runs)
-        ]
+            for i, (_, _, run) in enumerate(runs):
+                times[i].append(run())
+                gc.collect()  # no finished pipeline's garbage inherited by the next forks
+    results = [
+        Result(name, w, kind, statistics.median(t))
+        for (name, kind, _), t in zip(runs, times, strict=True)
+    ]
     print(format_table(results))
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, torch {torch.__version__}, numpy {np.__version__}, "
-        f"batch {args.batch_size}, median of {args.repeats}"
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} CPUs "
+        f"(load average {load}), torch {torch.__version__}, numpy {np.__version__}, "
+        f"batch {b}, median of {args.repeats}"
     )
     return 0

@@ -22,12 +22,14 @@ Rules (mlperf-ssd-v0.7.md 3.1, interfaces.md "Label map"):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,12 +85,12 @@ class CocoIndex:
                 f"annotation file {path} does not exist; check data.root / the annotation paths "
                 "or fetch COCO with `ssd-data download --root DIR`"
             )
-        arrays = _load_cache(path) if cache else None
-        if arrays is None:
-            arrays = _parse(path)
-            if cache:
+        with _cache_lock(path) if cache else contextlib.nullcontext():
+            cached = _load_cache(path) if cache else None
+            arrays = cached if cached is not None else _parse(path)
+            if cache and cached is None:
                 _save_cache(path, arrays)
-        elif int(arrays["count_dropped_degenerate_boxes"]):
+        if cached is not None and int(arrays["count_dropped_degenerate_boxes"]):
             log.warning(
                 "%s: %d degenerate boxes dropped (cached parse; delete %s to see examples)",
                 path,
@@ -317,6 +319,24 @@ def _parse(path: Path) -> dict[str, np.ndarray]:
 # -------------------------------------------------------------------- cache
 def _cache_path(path: Path) -> Path:
     return path.with_name(path.stem + _CACHE_SUFFIX)
+
+
+@contextlib.contextmanager
+def _cache_lock(path: Path) -> Iterator[None]:
+    """Exclusive lock next to the json while parsing: the ranks of a node starting together
+    parse the (multi-GB in memory) json once, the others then read the cache. Best effort:
+    without a writable folder or flock support, everyone parses."""
+    try:
+        fd = os.open(path.with_name(path.stem + ".ssd-index.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _cache_key(path: Path) -> np.ndarray:

@@ -13,6 +13,7 @@ num_workers, worker_type or prefetch and still gets the very same batches.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from collections import Counter
@@ -84,6 +85,14 @@ def _shutdown(loader: Loader) -> None:
             if callable(stop):
                 stop()
         node = getattr(node, "source", None)
+
+
+def _collect_before_fork(cfg: DataConfig) -> None:
+    """Collect garbage before process workers fork: a forked child that garbage-collects an
+    inherited, finished torchdata iterator runs its ``__del__`` and prints a spurious
+    "can only test a child process" error."""
+    if cfg.worker_type == "process" and cfg.num_workers > 0:
+        gc.collect()
 
 
 class _EventLog:
@@ -284,6 +293,7 @@ class EvalLoader:
         return math.ceil(self._per_rank / self.cfg.eval_batch_size)
 
     def __iter__(self) -> Iterator[EvalBatch]:
+        _collect_before_fork(self.cfg)
         for batch, events in self._loader:
             self._events.record(events)
             if batch is not None:
