@@ -10,8 +10,8 @@
 #
 # Re-running resumes partial downloads and skips what is complete. Extra options go to
 # `ssd-data download` (see `ssd-data download --help`: --base-url for a mirror, --retries, ...).
-# Uses this checkout's environment (`uv run`) when uv is installed, else `ssd-data` from PATH
-# (e.g. inside the container).
+# Uses this checkout's environment (.venv, or `uv run` when uv is installed), else `ssd-data` from
+# PATH (e.g. inside the container).
 set -euo pipefail
 
 if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
@@ -23,8 +23,10 @@ mkdir -p "$DATADIR"
 DATADIR="$(cd "$DATADIR" && pwd)"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if command -v uv >/dev/null 2>&1 && [ -f "$REPO/uv.lock" ]; then
-  ssd_data=(uv run --project "$REPO" ssd-data)
+if [ -x "$REPO/.venv/bin/ssd-data" ]; then
+  ssd_data=("$REPO/.venv/bin/ssd-data")
+elif command -v uv >/dev/null 2>&1 && [ -f "$REPO/uv.lock" ]; then
+  ssd_data=(uv run --frozen --project "$REPO" ssd-data)
 elif command -v ssd-data >/dev/null 2>&1; then
   ssd_data=(ssd-data)
 else

@@ -38,4 +38,5 @@ export SSD_OPTIM__GRAD_CLIP_NORM=1.0
 export SSD_LOGGING__LOG_EVERY=1
 export SSD_LOGGING__PROGRESS=lines
 export SSD_LOGGING__PLOTS=false
+export SSD_EVAL__ASYNCHRONOUS=false # no extra scoring process on a 2-core machine
 export SSD_RESILIENCE__PREEMPTION__CHECK_EVERY_STEPS=1

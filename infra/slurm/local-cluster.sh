@@ -9,8 +9,11 @@
 #
 # Everything lives under $SSD_SLURM_DIR (default /tmp/ssd-local-slurm): slurm.conf, state, spool,
 # logs, pid files. Nothing under /etc/slurm is touched; commands find the cluster through
-# SLURM_CONF. Needs root (CI and the sandbox run as root) and Debian's slurm-wlm and munge
-# (infra/slurm/install-deps.sh installs them).
+# SLURM_CONF. Ports: SSD_SLURM_CTLD_PORT (16817) and SSD_SLURM_NODE_PORT+1.. (16901..), so a
+# second cluster (e.g. the tests') can run beside yours. munged is the system's (/etc/munge key);
+# `stop` ends it only if `start` started it. Needs root (CI and the sandbox run as root) and
+# Debian's slurm-wlm and munge (infra/slurm/install-deps.sh installs them).
+# Jobs run as root with proctrack/linuxproc and no cgroups: a test cluster, not a production one.
 set -euo pipefail
 
 DIR="${SSD_SLURM_DIR:-/tmp/ssd-local-slurm}"
@@ -41,6 +44,8 @@ start_munge() {
   install -d -o munge -g munge -m 0755 /run/munge
   install -d -o munge -g munge -m 0700 /var/log/munge /var/lib/munge
   runuser -u munge -- /usr/sbin/munged
+  mkdir -p "$DIR"
+  touch "$DIR/munged.started-here"
   for _ in $(seq 50); do
     munge_ok && return
     sleep 0.1
@@ -145,7 +150,11 @@ stop() {
     stop_pid "$DIR/slurmd-n$i.pid"
   done
   stop_pid "$DIR/slurmctld.pid"
-  echo "local-cluster: stopped (munged left running: it is harmless and shared)"
+  if [ -f "$DIR/munged.started-here" ]; then
+    stop_pid /run/munge/munged.pid
+    rm -f "$DIR/munged.started-here"
+  fi
+  echo "local-cluster: stopped"
 }
 
 status() {

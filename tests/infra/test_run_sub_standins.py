@@ -178,6 +178,7 @@ def test_requeue_marker_requeues_then_resumes_and_skips_finished_trials(batch: d
     assert len(_trial_calls(batch)) == 1
     assert not (logs / "4242-2").exists()
     assert not (logs / "4242-1" / "slurm-trial.done").exists()
+    first_seed = _trial_calls(batch)[0]["env"]["SSD_SEED"]
 
     # segment 2 (SLURM_RESTART_COUNT=1): trial 1 resumes in the same folder, then trial 2 runs
     batch["log"].unlink()
@@ -189,6 +190,10 @@ def test_requeue_marker_requeues_then_resumes_and_skips_finished_trials(batch: d
         ("/results/4242-2", "4242-2-r1"),
     ]
     assert not (logs / "4242-1" / "requeue").exists()  # consumed before the resumed segment
+    # a random seed per trial, the same when the trial resumes
+    seeds = [c["env"]["SSD_SEED"] for c in _trial_calls(batch)]
+    assert seeds[0] == first_seed and seeds[0] != seeds[1]
+    assert all(0 <= int(seed) < 2**31 for seed in seeds)
     assert not [c for c in read_calls(batch["log"], "scontrol") if c["argv"][0] == "requeue"]
 
     # segment 3: nothing left to do
@@ -197,6 +202,11 @@ def test_requeue_marker_requeues_then_resumes_and_skips_finished_trials(batch: d
     assert third.returncode == 0
     assert _trial_calls(batch) == []
     assert third.stdout.count("finished in an earlier segment (exit status 0), skipped") == 2
+
+
+def test_a_given_seed_is_used_by_every_trial(batch: dict) -> None:
+    assert _run(batch, CONT="img", SSD_SEED="1234").returncode == 0
+    assert [c["env"]["SSD_SEED"] for c in _trial_calls(batch)] == ["1234", "1234"]
 
 
 def test_failed_trial_is_recorded_and_fails_the_job(batch: dict) -> None:
