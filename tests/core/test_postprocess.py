@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torchvision
 from ssd_core.anchors import default_boxes
-from ssd_core.postprocess import Detections, PostProcessor, _just_below
+from ssd_core.postprocess import Detections, PostProcessor, greedy_nms
 
 
 def _iou(boxes: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
@@ -117,13 +116,43 @@ def test_bf16_inputs_and_empty_batch(outputs) -> None:
     assert empty.counts.tolist() == [0] and not empty.scores.any()
 
 
-def test_nms_suppresses_at_exactly_the_threshold() -> None:
-    # IoU exactly 0.5: the reference keeps only boxes with IoU < 0.5, so the second box goes.
-    boxes = torch.tensor([[0.0, 0.0, 0.3, 0.1], [0.0, 0.0, 0.15, 0.1], [0.5, 0.5, 0.6, 0.6]])
-    assert _iou(boxes[1:2], boxes[0]).item() == 0.5
-    scores = torch.tensor([0.9, 0.8, 0.7])
-    assert torchvision.ops.nms(boxes, scores, 0.5).tolist() == [0, 1, 2]  # torchvision: > 0.5
-    assert torchvision.ops.nms(boxes, scores, _just_below(0.5)).tolist() == [0, 2]
+def test_greedy_nms_by_hand() -> None:
+    # Group 0: IoU(0, 1) is exactly 0.5, so box 1 goes (the reference keeps only IoU < 0.5);
+    # box 2 overlaps only box 1 (IoU 0.5), which is suppressed, so box 2 stays (greedy chain).
+    # Group 1: box 0 is not valid, so box 1 (IoU 0.5 with it) stays; box 2 is far away.
+    group = [[0.0, 0.0, 0.3, 0.1], [0.0, 0.0, 0.15, 0.1], [0.0, 0.0, 0.075, 0.1]]
+    boxes = torch.tensor([group, group])
+    boxes[1, 2] = torch.tensor([0.5, 0.5, 0.6, 0.6])
+    valid = torch.tensor([[True, True, True], [False, True, True]])
+    assert _iou(boxes[0, 1:2], boxes[0, 0]).item() == 0.5
+    assert _iou(boxes[0, 2:3], boxes[0, 1]).item() == 0.5
+    keep = greedy_nms(boxes, valid, 0.5)
+    assert keep.tolist() == [[True, False, True], [False, True, True]]
+    # A threshold above 0.5 keeps every valid box.
+    assert greedy_nms(boxes, valid, 0.51).tolist() == valid.tolist()
+
+
+def test_torchvision_backend_gives_the_same_detections(outputs) -> None:
+    loc, logits = outputs
+    greedy = PostProcessor()(loc, logits)
+    tv = PostProcessor(nms_backend="torchvision")(loc, logits)
+    assert torch.equal(greedy.counts, tv.counts)
+    _assert_same(tv, loc, logits)
+    with pytest.raises(ValueError, match="nms_backend"):
+        PostProcessor(nms_backend="fast")  # type: ignore[arg-type]
+
+
+def test_more_detections_than_candidates_pads() -> None:
+    # 2 classes x top-3 = 6 candidates < max_detections = 10: zero padding after them.
+    loc = torch.zeros(1, 8732, 4)
+    logits = torch.zeros(1, 8732, 3)
+    logits[0, :, 0] = 10.0  # background everywhere, except:
+    logits[0, [0, 40, 80, 120, 160], 1] = torch.tensor([12.0, 13.0, 14.0, 15.0, 16.0])
+    logits[0, [2000, 3000, 4000, 5000], 2] = torch.tensor([11.0, 12.0, 13.0, 14.0])
+    dets = PostProcessor(topk_per_class=3, max_detections=10)(loc, logits)
+    assert dets.boxes.shape == (1, 10, 4)
+    assert dets.counts.tolist() == [6]
+    _assert_same(dets, loc, logits, max_num=3, max_output=10)
 
 
 def test_shape_mismatch_is_rejected(outputs) -> None:

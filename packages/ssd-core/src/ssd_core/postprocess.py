@@ -1,12 +1,16 @@
 """SSD post-processing: decode, softmax, per-class score threshold / top-k / NMS, per-image top-k.
 
 Same detections as the MLPerf reference ``Encoder.decode_batch`` (spec section 4), vectorised over
-the batch: one ``torchvision.ops.batched_nms`` call for all (image, class) groups, padded outputs.
+the batch and all classes with fixed shapes: every (image, class) keeps its ``topk_per_class``
+best candidates in a [N, C-1, k] block, greedy NMS walks the k ranks once for all blocks at the
+same time (:func:`greedy_nms`), and one ``topk`` per image picks the final detections. No host
+sync, no data-dependent shapes. ``nms_backend="torchvision"`` uses ``torchvision.ops.batched_nms``
+instead (same result; it falls back to a per-group loop on big inputs, which is slow).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,14 +36,69 @@ class Detections(NamedTuple):
     counts: Tensor
 
 
+def greedy_nms(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS over many independent groups at once (the reference's ``decode_single`` loop).
+
+    Within each group, boxes must be sorted by decreasing score. Walking the ranks in order, a valid
+    box is kept unless a kept higher-ranked box overlaps it with IoU >= ``iou_threshold`` (the
+    reference keeps only ``iou < criteria``).
+
+    Args:
+        boxes: float [G, K, 4] ltrb, sorted by score within each group.
+        valid: bool [G, K], candidates taking part (e.g. score above threshold).
+        iou_threshold: suppression threshold.
+
+    Returns:
+        bool [G, K] keep mask.
+    """
+    k = boxes.shape[1]
+    left, top, right, bottom = boxes.unbind(dim=-1)  # [G, K] each
+    area = (right - left) * (bottom - top)
+    suppressed = ~valid
+    keep = torch.zeros_like(valid)
+    for i in range(k):
+        keep_i = ~suppressed[:, i]
+        keep[:, i] = keep_i
+        if i + 1 == k:
+            break
+        inter_w = (
+            torch.minimum(right[:, i + 1 :], right[:, i : i + 1])
+            - torch.maximum(left[:, i + 1 :], left[:, i : i + 1])
+        ).clamp(min=0)
+        inter_h = (
+            torch.minimum(bottom[:, i + 1 :], bottom[:, i : i + 1])
+            - torch.maximum(top[:, i + 1 :], top[:, i : i + 1])
+        ).clamp(min=0)
+        inter = inter_w * inter_h
+        iou = inter / (area[:, i + 1 :] + area[:, i : i + 1] - inter)
+        suppressed[:, i + 1 :] |= keep_i.unsqueeze(1) & ~(iou < iou_threshold)
+    return keep
+
+
 def _just_below(threshold: float) -> float:
     """Largest float32 below ``threshold``: ``iou > it`` is then ``iou >= threshold`` for float32 IoUs.
 
-    The reference suppresses a box when IoU >= threshold (it keeps ``iou < criteria``);
-    torchvision's NMS suppresses when IoU > threshold.
+    The reference suppresses a box when IoU >= threshold; torchvision's NMS when IoU > threshold.
     """
     t = torch.tensor(threshold, dtype=torch.float32)
     return torch.nextafter(t, torch.tensor(-1.0)).item()
+
+
+def _torchvision_keep(boxes: Tensor, valid: Tensor, threshold: float) -> Tensor:
+    """Same contract as :func:`greedy_nms`, through ``torchvision.ops.batched_nms`` (syncs)."""
+    g, k, _ = boxes.shape
+    flat_valid = valid.reshape(-1)
+    index = torch.arange(g * k, device=boxes.device)[flat_valid]
+    # Scores only order the boxes: rank order inside each group is the score order.
+    rank_scores = (k - torch.arange(k, device=boxes.device, dtype=torch.float32)).repeat(g)[
+        flat_valid
+    ]
+    kept = torchvision.ops.batched_nms(
+        boxes.reshape(-1, 4)[flat_valid], rank_scores, index // k, _just_below(threshold)
+    )
+    keep = torch.zeros(g * k, dtype=torch.bool, device=boxes.device)
+    keep[index[kept]] = True
+    return keep.view(g, k)
 
 
 class PostProcessor:
@@ -54,6 +113,7 @@ class PostProcessor:
         nms_iou_threshold: NMS IoU threshold (0.5).
         topk_per_class: candidates per class before NMS (200).
         max_detections: K, detections per image after NMS (200).
+        nms_backend: ``"greedy"`` (fixed-shape, sync-free, default) or ``"torchvision"``.
     """
 
     def __init__(
@@ -62,12 +122,17 @@ class PostProcessor:
         nms_iou_threshold: float = 0.5,
         topk_per_class: int = 200,
         max_detections: int = 200,
+        nms_backend: Literal["greedy", "torchvision"] = "greedy",
     ) -> None:
+        if nms_backend not in ("greedy", "torchvision"):
+            raise ValueError(
+                f"PostProcessor: nms_backend must be 'greedy' or 'torchvision', got {nms_backend!r}"
+            )
         self.score_threshold = score_threshold
         self.nms_iou_threshold = nms_iou_threshold
         self.topk_per_class = topk_per_class
         self.max_detections = max_detections
-        self._torchvision_nms_threshold = _just_below(nms_iou_threshold)
+        self.nms_backend = nms_backend
 
     @torch.no_grad()
     def __call__(self, loc: Tensor, logits: Tensor) -> Detections:
@@ -79,8 +144,6 @@ class PostProcessor:
 
         Returns:
             :class:`Detections` with K = ``max_detections`` rows per image, on the input's device.
-            (NMS output sizes are data-dependent, so this syncs with the device once per call;
-            keep it out of compiled training code.)
         """
         if logits.dim() != 3 or loc.shape != (*logits.shape[:2], 4):
             raise ValueError(
@@ -88,38 +151,36 @@ class PostProcessor:
                 f"got {tuple(loc.shape)} and {tuple(logits.shape)}"
             )
         n, a, c = logits.shape
-        device = logits.device
         boxes = decode(loc).float()  # [N, A, 4]
         probs = F.softmax(logits.float(), dim=-1)  # [N, A, C]
 
-        # Per (image, class): the top-k candidates above the threshold.
-        class_scores = probs[..., 1:].transpose(1, 2)  # [N, C-1, A]
+        # Per (image, class): the top-k candidates, by decreasing score, and which pass the threshold.
         k = min(self.topk_per_class, a)
-        top_scores, top_anchor = class_scores.topk(k, dim=-1)  # [N, C-1, k], descending
-        keep = top_scores > self.score_threshold
-        image_idx = torch.arange(n, device=device).view(n, 1, 1).expand_as(top_anchor)
-        class_idx = torch.arange(1, c, device=device).view(1, c - 1, 1).expand_as(top_anchor)
-        image_idx, class_idx, anchor_idx = image_idx[keep], class_idx[keep], top_anchor[keep]
-        cand_scores = top_scores[keep]
-        cand_boxes = boxes[image_idx, anchor_idx]  # [P, 4]
+        top_scores, top_anchor = probs[..., 1:].transpose(1, 2).topk(k, dim=-1)  # [N, C-1, k]
+        valid = top_scores > self.score_threshold
+        cand_boxes = boxes.gather(
+            1, top_anchor.reshape(n, -1, 1).expand(-1, -1, 4)
+        )  # [N, (C-1)*k, 4]
+        nms = greedy_nms if self.nms_backend == "greedy" else _torchvision_keep
+        keep = nms(
+            cand_boxes.view(n * (c - 1), k, 4), valid.view(n * (c - 1), k), self.nms_iou_threshold
+        )
+        keep = keep.view(n, (c - 1) * k)
 
-        kept = torchvision.ops.batched_nms(
-            cand_boxes, cand_scores, image_idx * c + class_idx, self._torchvision_nms_threshold
-        )  # indices, by decreasing score
-        # Group by image (stable: score order kept inside an image), then rank within the image.
-        kept = kept[torch.sort(image_idx[kept], stable=True).indices]
-        kept_image = image_idx[kept]
-        per_image = torch.bincount(kept_image, minlength=n)
-        first = torch.cumsum(per_image, dim=0) - per_image
-        rank = torch.arange(kept.numel(), device=device) - first[kept_image]
-        in_top = rank < self.max_detections
-        kept, kept_image, rank = kept[in_top], kept_image[in_top], rank[in_top]
-
-        out_boxes = torch.zeros(n, self.max_detections, 4, dtype=torch.float32, device=device)
-        out_scores = torch.zeros(n, self.max_detections, dtype=torch.float32, device=device)
-        out_labels = torch.zeros(n, self.max_detections, dtype=torch.int64, device=device)
-        out_boxes[kept_image, rank] = cand_boxes[kept]
-        out_scores[kept_image, rank] = cand_scores[kept]
-        out_labels[kept_image, rank] = class_idx[kept]
-        counts = per_image.clamp(max=self.max_detections)
+        # Per image: the best max_detections kept candidates (kept scores are >= 0 > -1).
+        ranked = torch.where(keep, top_scores.reshape(n, -1), -1.0)
+        top = min(self.max_detections, ranked.shape[1])
+        best_scores, best = ranked.topk(top, dim=1)  # [N, top], descending
+        is_det = keep.gather(1, best)
+        out_scores = torch.where(is_det, best_scores, 0.0)
+        out_labels = torch.where(is_det, best // k + 1, 0)
+        out_boxes = torch.where(
+            is_det.unsqueeze(-1), cand_boxes.gather(1, best.unsqueeze(-1).expand(-1, -1, 4)), 0.0
+        )
+        pad = self.max_detections - top
+        if pad:
+            out_scores = F.pad(out_scores, (0, pad))
+            out_labels = F.pad(out_labels, (0, pad))
+            out_boxes = F.pad(out_boxes, (0, 0, 0, pad))
+        counts = is_det.sum(dim=1)
         return Detections(boxes=out_boxes, scores=out_scores, labels=out_labels, counts=counts)
