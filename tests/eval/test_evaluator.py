@@ -123,3 +123,29 @@ def test_no_detections_at_all_scores_zero(tiny_gt: dict) -> None:
     # detection precision and recall are 0 where ground truth exists, -1 (no gt) for large.
     assert result.stats == [0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0]
     assert result.map == 0.0
+
+
+def test_add_does_not_read_values_on_the_host(
+    tiny_gt: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """add() must not sync with the device: every way of reading a tensor value on the host
+    fails while it runs (checks happen later, in gather)."""
+    evaluator = CocoEvaluator(tiny_gt, SYNC)
+    batch = (
+        torch.tensor([10, 20]),
+        torch.rand(2, 4, 4).sort(dim=-1).values,
+        torch.rand(2, 4),
+        torch.ones(2, 4, dtype=torch.int64),
+        torch.tensor([4, 2]),
+    )
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("host sync in add()")
+
+    for name in ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+    evaluator.add(*batch)
+    evaluator.add(*batch)
+    monkeypatch.undo()
+    with pytest.raises(EvaluationError, match="added more than once"):  # values read at gather
+        evaluator.gather()
