@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,13 @@ def test_bench_dataset_is_coco_like(tmp_path: Path) -> None:
 
 
 def test_bench_runs_both_pipelines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--images", "12", "--batch-size", "4", "--workers", "1", "--repeats", "1"]
-    assert main([*argv, "--worker-type", "thread", "--data", str(tmp_path)]) == 0
+    argv = "--images 12 --batch-size 4 --workers 1 --repeats 1 --fidelity 3 --worker-type thread"
+    assert main([*argv.split(), "--data", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.endswith("x")]
     assert [r.split("  ")[0] for r in rows] == ["torchvision v2 + DataLoader", "ssd_data (fast)"]
     assert all(float(r.split()[-2]) > 0 for r in rows)
+    line = next(x for x in out.splitlines() if x.startswith("fast vs reference"))
+    difference, change = (float(v) for v in re.findall(r"\d+\.\d+", line))
+    # the fast jitter is much closer to the reference than the jitter is to no jitter
+    assert 0 < difference < change / 2

@@ -27,12 +27,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ssd_data.bench_data import write_bench_dataset
 from ssd_data.coco import CocoIndex
+from ssd_data.color import jitter_reference, sample_jitter
 from ssd_data.config import DataConfig
 from ssd_data.pipeline import build_train_loader
+from ssd_data.samples import TrainSampleFn
 
 
 class TorchvisionBaseline(Dataset):
@@ -141,6 +144,27 @@ def run_ours(
         loader.close()
 
 
+def fidelity(root: Path, num_images: int) -> tuple[float, float]:
+    """Mean |fast - reference| of the augmented images (same seeds: same crops, flips and
+    jitter factors), and the mean change the reference colour jitter itself makes, both in
+    grey levels (0..255), over the first ``num_images`` images."""
+    index = CocoIndex.from_json(root / "annotations" / "instances_train2017.json", skip_empty=True)
+    image_dir = root / "train2017"
+    fast = TrainSampleFn(index, image_dir, seed=0, max_boxes=1)
+    ref = TrainSampleFn(index, image_dir, seed=0, max_boxes=1, impl="reference")
+    diffs, changes = [], []
+    for i in range(min(num_images, index.num_images)):
+        a, b = fast((0, i, i)), ref((0, i, i))
+        diffs.append(np.abs(a.image.astype(np.int16) - b.image).mean())
+        rgb = Image.open(image_dir / index.file_name(i)).convert("RGB")
+        p = sample_jitter(np.random.default_rng(i))
+        plain = rgb.resize((300, 300), Image.Resampling.BILINEAR)
+        changes.append(
+            np.abs(np.asarray(jitter_reference(plain, p), np.int16) - np.asarray(plain)).mean()
+        )
+    return float(np.mean(diffs)), float(np.mean(changes))
+
+
 def format_table(results: list[Result]) -> str:
     """Fixed-width table; speed-up is img/s per worker relative to the first row."""
     base = results[0].per_worker
@@ -173,6 +197,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=2, help="runs per pipeline; the median is shown")
     p.add_argument("--reference", action="store_true", help="also time augment_impl=reference")
     p.add_argument("--no-baseline", action="store_true", help="skip the torchvision baseline")
+    p.add_argument(
+        "--fidelity",
+        type=int,
+        default=48,
+        help="images on which to compare augment_impl fast vs reference pixels (0: skip)",
+    )
     p.add_argument("--data", type=Path, default=None, help="reuse/keep the generated images here")
     return p
 
@@ -213,11 +243,17 @@ def main(argv: list[str] | None = None) -> int:
             for i, (_, _, run) in enumerate(runs):
                 times[i].append(run())
                 gc.collect()  # no finished pipeline's garbage inherited by the next forks
+        diff = fidelity(root, args.fidelity) if args.fidelity > 0 else None
     results = [
         Result(name, w, kind, statistics.median(t))
         for (name, kind, _), t in zip(runs, times, strict=True)
     ]
     print(format_table(results))
+    if diff is not None:
+        print(
+            f"fast vs reference augmentation: mean |difference| {diff[0]:.1f} grey levels over "
+            f"{args.fidelity} images (the colour jitter itself changes pixels by {diff[1]:.1f})"
+        )
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} CPUs "
