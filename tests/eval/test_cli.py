@@ -150,3 +150,21 @@ def test_missing_arguments_are_a_usage_error(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit) as exit_info:
         main([])
     assert exit_info.value.code == 2 and "--gt" in capsys.readouterr().err
+
+
+def test_without_pycocotools(
+    files: tuple[Path, Path, dict, list[dict]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    gt_path, dets_path, _, _ = files
+    for name in ("pycocotools", "pycocotools.coco", "pycocotools.cocoeval"):
+        monkeypatch.setitem(sys.modules, name, None)  # makes `import pycocotools` fail
+    argv = ["--gt", str(gt_path), "--detections", str(dets_path), "--backend", "pycocotools"]
+    assert main(argv) == 2
+    assert "needs pycocotools" in capsys.readouterr().err
+    assert main(["bench", "--images", "10", "--detections-per-image", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "pycocotools is not installed" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "backend" not in line]
+    assert len(rows) == 1 and "faster-coco-eval" in rows[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ssd_eval.detections import DetectionsError, check_rows, load_detections
 from ssd_eval.groundtruth import GroundTruthError, load_ground_truth
-from ssd_eval.scoring import BACKENDS, CocoScorer
+from ssd_eval.scoring import BACKENDS, BackendUnavailableError, CocoScorer
 from ssd_eval.summary import format_summary
 
 _EPILOG = (
@@ -72,7 +72,7 @@ def score_main(argv: Sequence[str]) -> int:
         rows = load_detections(args.detections)
         check_rows(rows, gt, source=str(args.detections))
         result = CocoScorer(gt, backend=args.backend).score(rows, check=False)
-    except (GroundTruthError, DetectionsError) as error:
+    except (GroundTruthError, DetectionsError, BackendUnavailableError) as error:
         print(f"ssd-eval: error: {error}", file=sys.stderr)
         return 2
     print(format_summary(result.stats))

@@ -24,6 +24,10 @@ Backend = Literal["faster", "pycocotools"]
 BACKENDS: tuple[str, ...] = ("faster", "pycocotools")
 
 
+class BackendUnavailableError(RuntimeError):
+    """The chosen scoring library is not installed."""
+
+
 def _silent(*args: Any, **kwargs: Any) -> None:
     """print_function for faster-coco-eval that prints nothing."""
 
@@ -33,7 +37,7 @@ def _pycocotools() -> tuple[Any, Any]:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
     except ImportError:  # pragma: no cover - depends on the environment
-        raise RuntimeError(
+        raise BackendUnavailableError(
             "the pycocotools backend needs pycocotools: `uv sync` (dev group) or `pip install pycocotools`"
         ) from None
     return COCO, COCOeval
