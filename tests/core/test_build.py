@@ -18,6 +18,7 @@ def test_defaults() -> None:
     assert cfg.backbone_weights == "imagenet"
     assert (cfg.score_threshold, cfg.nms_iou_threshold) == (0.05, 0.5)
     assert (cfg.topk_per_class, cfg.max_detections) == (200, 200)
+    assert cfg.nms_backend == "greedy"
 
 
 @pytest.mark.parametrize("value", [None, "none", "None", ""])
@@ -32,11 +33,17 @@ def test_validation_errors() -> None:
         ModelConfig(score_threshold=1.5)
     with pytest.raises(pydantic.ValidationError, match="num_clases"):
         ModelConfig(num_clases=3)  # typo: extra keys are rejected
+    with pytest.raises(pydantic.ValidationError, match="nms_backend"):
+        ModelConfig(nms_backend="fast")
 
 
 def test_build_detector() -> None:
     cfg = ModelConfig(
-        num_classes=7, backbone_weights="none", score_threshold=0.1, max_detections=50
+        num_classes=7,
+        backbone_weights="none",
+        score_threshold=0.1,
+        max_detections=50,
+        nms_backend="torchvision",
     )
     detector = build_detector(cfg)
     assert isinstance(detector, Detector)
@@ -45,5 +52,6 @@ def test_build_detector() -> None:
     assert isinstance(postprocessor, PostProcessor)
     assert model.conf_heads[0].out_channels == 4 * 7
     assert postprocessor.score_threshold == 0.1 and postprocessor.max_detections == 50
+    assert postprocessor.nms_backend == "torchvision"
     dets = postprocessor(torch.zeros(1, 8732, 4), torch.zeros(1, 8732, 7))
     assert dets.boxes.shape == (1, 50, 4)

@@ -26,5 +26,6 @@ def build_detector(cfg: ModelConfig) -> Detector:
         nms_iou_threshold=cfg.nms_iou_threshold,
         topk_per_class=cfg.topk_per_class,
         max_detections=cfg.max_detections,
+        nms_backend=cfg.nms_backend,
     )
     return Detector(model=model, criterion=SSDLoss(), postprocessor=postprocessor)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
@@ -22,6 +24,9 @@ class ModelConfig(BaseModel):
     nms_iou_threshold: float = Field(0.5, gt=0.0, le=1.0, description="per-class NMS IoU")
     topk_per_class: int = Field(200, ge=1, description="candidates per class before NMS")
     max_detections: int = Field(200, ge=1, description="detections per image after NMS (K)")
+    nms_backend: Literal["greedy", "torchvision"] = Field(
+        "greedy", description="greedy = fixed-shape, sync-free NMS; torchvision = ops.batched_nms"
+    )
 
     @field_validator("backbone_weights", mode="before")
     @classmethod
