@@ -11,8 +11,10 @@ matters) on fixed random data through DDP/gloo, using the real ``CheckpointManag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -211,6 +213,30 @@ def harness_env(**faults: object) -> dict[str, str]:
     for key, value in faults.items():
         env["SSD_RESILIENCE__" + key.upper()] = str(value)
     return env
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (from /proc; torchrun starts workers in new sessions)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    return tree
+
+
+def kill_job(pid: int) -> None:
+    """SIGKILL a launcher and every process below it at once, as when a node dies."""
+    for p in process_tree(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
 
 
 def read_losses(run_dir: Path, rank: int) -> list[tuple[int, str]]:

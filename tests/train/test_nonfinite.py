@@ -6,8 +6,12 @@ import importlib.util
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 from ssd_train.checkpoint_files import list_checkpoints
+from ssd_train.nonfinite import NonFiniteSkipper, TooManyNonFiniteSteps
+from ssd_train.resilience_config import NonFiniteConfig
+from torch import nn
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 _spec = importlib.util.spec_from_file_location(
@@ -17,6 +21,7 @@ h = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(h)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run_and_no_checkpoint_holds_nan(tmp_path):
     run = tmp_path / "run"
     cmd = h.harness_command(run, "--steps", "12", "--every", "3", nproc=0)
@@ -41,3 +46,29 @@ def test_nan_loss_stops_the_run_and_no_checkpoint_holds_nan(tmp_path):
     assert len(tensors) > 10 and all(
         torch.isfinite(t).all() for t in tensors if t.is_floating_point()
     )
+
+
+def test_skip_policy_leaves_weights_and_momentum_untouched_and_counts():
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2)
+    skipper = NonFiniteSkipper(opt, NonFiniteConfig(policy="skip", max_skipped=1))
+    x = torch.randn(4, 3)
+
+    model(x).sum().backward()
+    opt.step()  # a finite step goes through
+    opt.zero_grad()
+    assert skipper.skipped == 0
+    before = [p.detach().clone() for p in model.parameters()]
+    momentum = [opt.state[p]["momentum_buffer"].clone() for p in model.parameters()]
+
+    (model(x).sum() * float("nan")).backward()
+    opt.step()  # skipped: weight decay and momentum would otherwise still move the weights
+    assert skipper.skipped == 1
+    for p, b, m in zip(model.parameters(), before, momentum, strict=True):
+        assert torch.equal(p, b) and torch.equal(opt.state[p]["momentum_buffer"], m)
+
+    opt.zero_grad()
+    (model(x).sum() * float("inf")).backward()
+    with pytest.raises(TooManyNonFiniteSteps, match="2 optimiser steps had NaN/Inf"):
+        opt.step()
+    skipper.close()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import random
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -39,7 +37,7 @@ def test_sigkill_at_random_step_then_resume_is_bitwise_identical(tmp_path, tmp_p
     )
     for line in proc.stdout:
         if line.strip() == f"rank 0 step {kill_after}":
-            os.killpg(proc.pid, signal.SIGKILL)  # the whole job: torchrun and both workers
+            h.kill_job(proc.pid)  # SIGKILL to torchrun and both workers at once
             break
     proc.wait(timeout=60)
     proc.stdout.close()

@@ -252,7 +252,8 @@ class CheckpointManager:
             return False
         if eval_epoch and self.cfg.at_eval_epochs:
             return True
-        return self.cfg.every_steps is not None and step > 0 and step % self.cfg.every_steps == 0
+        every = self.cfg.every_steps
+        return bool(every) and step > 0 and step % every == 0
 
     def save(
         self,

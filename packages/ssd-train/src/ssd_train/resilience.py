@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ssd_train.checkpoint import CheckpointManager, run_fingerprint
 from ssd_train.export import WeightsExporter
 from ssd_train.fault_injection import FaultInjector
+from ssd_train.nonfinite import NonFiniteSkipper
 from ssd_train.preemption import StopRequest
 from ssd_train.rank_state import average_batchnorm_buffers
 from ssd_train.resilience_config import (
@@ -149,6 +150,9 @@ def attach_resilience(trainer: Any) -> None:
         StepWatchdog(run_dir, ctx.rank, res.watchdog).start() if res.watchdog.enabled else None
     )
     trainer.exporter = WeightsExporter(run_dir, s.model_dump(mode="json"), ctx.rank)
+    if res.nonfinite.policy == "skip":
+        # the trainer must then not stop on its own non-finite flag (see nonfinite.py)
+        trainer.nonfinite_skipper = NonFiniteSkipper(trainer.optimizer, res.nonfinite)
     injector = FaultInjector(res.faults, run_dir, ctx.rank, lambda: int(trainer.step))
     if injector.active:
         injector.install(getattr(trainer.components, "eval_model", trainer.model))

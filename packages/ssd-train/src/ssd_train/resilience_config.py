@@ -31,9 +31,9 @@ class CheckpointConfig(_Section):
     )
     every_steps: int | None = Field(
         1000,
-        ge=1,
-        description="Save every this many optimiser steps (None = no periodic saves; the MLPerf"
-        " presets turn this off, as the timed submissions did).",
+        ge=0,
+        description="Save every this many optimiser steps (0 or None = no periodic saves; the MLPerf"
+        " presets turn them off, as the timed submissions did).",
     )
     at_eval_epochs: bool = Field(
         True, description="Save at each evaluation epoch (before the evaluation starts)."
