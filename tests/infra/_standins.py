@@ -4,7 +4,7 @@ Each stand-in appends one JSON line ``{"tool", "argv", "env"}`` to ``$STANDIN_LO
 the variables the launch scripts pass on: ``SSD_*``, ``DGX*``, ``MASTER_*``, ...; for ``docker``,
 ``--env=NAME`` options without a value are resolved from the stand-in's environment as Docker
 would). The trial step of ``srun`` (the one running ``run_and_time.sh``) acts as
-``$STANDIN_TRIAL`` says: ``ok`` (exit 0 after writing a RESULT line to its ``--output`` file),
+``$STANDIN_TRIAL`` says (one mode, or one per trial separated by commas): ``ok`` (exit 0 after writing a RESULT line to its ``--output`` file),
 ``requeue`` (write the run folder's ``requeue`` marker, as the trainer does after a stop request),
 ``wait_stop`` (wait up to 60 s for the run folder's STOP file, then write ``requeue``) or ``fail``
 (exit 3). Container paths (/results) are mapped back to the host through ``--container-mounts``.
@@ -67,8 +67,9 @@ if tool == "docker" and argv and argv[-1].endswith("infra/run_and_time.sh"):
     print("RESULT,SINGLE_STAGE_DETECTOR,,42,test-org,2026-01-01 10:00:00 AM")
     sys.exit(0)
 if tool == "srun" and argv and argv[-1].endswith("infra/run_and_time.sh"):
-    mode = os.environ.get("STANDIN_TRIAL", "ok")
     run_dir = Path(host_path(os.environ["SSD_RUN_DIR"]))
+    modes = os.environ.get("STANDIN_TRIAL", "ok").split(",")
+    mode = modes[min(int(run_dir.name.rsplit("-", 1)[1]), len(modes)) - 1]
     out = next((a.split("=", 1)[1] for a in argv if a.startswith("--output=")), None)
     if out:
         with open(out, "a") as f:

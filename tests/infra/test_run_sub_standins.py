@@ -216,6 +216,17 @@ def test_failed_trial_is_recorded_and_fails_the_job(batch: dict) -> None:
     assert (batch["logs"] / "4242-2" / "slurm-trial.done").read_text().strip() == "3"
 
 
+def test_a_failure_before_a_requeue_still_fails_the_job(batch: dict) -> None:
+    first = _run(batch, CONT="img", STANDIN_TRIAL="fail,requeue")
+    assert first.returncode == 0  # requeued during trial 2
+    batch["log"].unlink()
+    second = _run(batch, CONT="img", SLURM_RESTART_COUNT="1")
+    assert "trial 1: finished in an earlier segment (exit status 3), skipped" in second.stdout
+    assert [c["env"]["SSD_RUN_DIR"] for c in _trial_calls(batch)] == ["/results/4242-2"]
+    assert second.returncode != 0
+    assert "all 2 trial(s) done, 1 failed" in second.stdout
+
+
 def test_usr1_writes_stop_file_and_requeues(batch: dict) -> None:
     env = {**batch["env"], "CONT": "img", "STANDIN_TRIAL": "wait_stop"}
     proc = subprocess.Popen(
