@@ -49,6 +49,6 @@ status=0
 end=$(date +%s)
 if [ "${SLURM_NODEID:-0}" = 0 ]; then
   echo "ENDING TIMING RUN AT $(date +'%Y-%m-%d %r')"
-  echo "RESULT,SINGLE_STAGE_DETECTOR,,$((end - start)),${SUBMISSION_ORG:-ssd-mlperf},$start_fmt"
+  echo "RESULT,SINGLE_STAGE_DETECTOR,,$((end - start)),${SUBMISSION_ORG:-community},$start_fmt"
 fi
 exit "$status"

@@ -18,10 +18,11 @@ import pytest
 from ssd_data.synthetic import generate_synthetic_coco
 from ssd_train.compliance import check_log
 
-from tests.infra._helpers import INFRA, REPO
+from tests.infra._helpers import INFRA, REPO, load_script
 
 pytestmark = pytest.mark.slow
 
+score = load_script("mlperf_score.py")
 CLUSTER = INFRA / "slurm" / "local-cluster.sh"
 CPU_CONFIG = INFRA / "configs" / "config_CPU_test.sh"
 JOB_TIMEOUT_S = 420
@@ -164,6 +165,8 @@ def test_two_node_job_runs_two_compliant_trials(
         assert events["submission_platform"]["value"] == "2xCPU_test"
         assert events["run_stop"]["metadata"]["status"] in ("success", "aborted")
         assert (run_dir / "slurm-trial.done").read_text().strip() == "0"
+        timed = score.read_trial(run_dir)  # what infra/mlperf_score.py reads: run_stop - run_start
+        assert timed.minutes is not None and 0 < timed.minutes < 10 and not timed.resumed
         trial_log = (tmp_path / "results" / f"{job}-{trial}.log").read_text()
         assert re.search(r"^RESULT,SINGLE_STAGE_DETECTOR,,\d+,", trial_log, flags=re.M)
 
@@ -220,3 +223,4 @@ def test_usr1_checkpoints_requeues_and_resumes(
     )  # trial 1 ran once
     assert (run_dir / "slurm-trial.done").read_text().strip() == "0"
     assert not (run_dir / "requeue").exists()
+    assert score.read_trial(run_dir).resumed  # an interrupted trial is not a valid MLPerf result
