@@ -159,3 +159,20 @@ def test_shape_mismatch_is_rejected(outputs) -> None:
     loc, logits = outputs
     with pytest.raises(ValueError, match="PostProcessor"):
         PostProcessor()(loc[:, :10], logits)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_non_finite_boxes_are_dropped(bad: float) -> None:
+    # A diverged model: anchor 40's size offset overflows exp() (or is NaN). Its confident class-1
+    # score must not turn into a non-finite detection; the other candidates stay.
+    loc = torch.zeros(1, 8732, 4)
+    loc[0, 40, 2:] = bad
+    logits = torch.zeros(1, 8732, 3)
+    logits[0, :, 0] = 10.0
+    logits[0, [0, 40], 1] = torch.tensor([12.0, 16.0])
+    dets = PostProcessor()(loc, logits)
+    assert dets.counts.tolist() == [1]
+    assert torch.isfinite(dets.boxes).all()
+    expected = default_boxes("ltrb")[0]
+    assert torch.allclose(dets.boxes[0, 0], expected, atol=1e-6)
+    assert dets.labels[0, 0].item() == 1

@@ -105,7 +105,7 @@ class PostProcessor:
     """Turn raw SSD outputs into per-image detections.
 
     Steps: decode boxes, softmax over classes; for each class 1..C-1 keep scores
-    > ``score_threshold``, at most ``topk_per_class`` of them, greedy NMS suppressing IoU >=
+    > ``score_threshold`` (candidates whose decoded box is not finite are dropped), at most ``topk_per_class`` of them, greedy NMS suppressing IoU >=
     ``nms_iou_threshold``; then the ``max_detections`` best per image by score.
 
     Args:
@@ -161,6 +161,9 @@ class PostProcessor:
         cand_boxes = boxes.gather(
             1, top_anchor.reshape(n, -1, 1).expand(-1, -1, 4)
         )  # [N, (C-1)*k, 4]
+        # A diverged model can decode to inf/NaN boxes (exp overflow): such candidates are dropped
+        # rather than handed to the evaluator (finite inputs are unaffected).
+        valid = valid & torch.isfinite(cand_boxes).all(dim=-1).view_as(valid)
         nms = greedy_nms if self.nms_backend == "greedy" else _torchvision_keep
         keep = nms(
             cand_boxes.view(n * (c - 1), k, 4), valid.view(n * (c - 1), k), self.nms_iou_threshold
