@@ -120,3 +120,20 @@ def test_a_folder_of_bad_images_stops_with_advice(tmp_path: Path) -> None:
     loader.set_epoch(0)
     with pytest.raises(BadImageError, match=r"17 unreadable images in a row .* right folder"):
         next(iter(loader))
+
+
+def test_size_mismatch_is_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    _, ann = make_coco(tmp_path, "train2017", num_images=4, num_empty=0, seed=5)
+    data = json.loads(ann.read_text())
+    data["images"][2]["width"] += 7  # the annotation no longer matches the file
+    ann.write_text(json.dumps(data))
+    loader = build_train_loader(_cfg(tmp_path, batch_size=2), 0, 1, seed=0)
+    loader.set_epoch(0)
+    with caplog.at_level(logging.WARNING, logger="ssd_data"):
+        list(loader)
+    assert loader.stats()["size_mismatch"] == 1
+    assert "000000000002.jpg: image size differs from its annotation" in caplog.text

@@ -96,17 +96,21 @@ def _collect_before_fork(cfg: DataConfig) -> None:
 
 
 class _EventLog:
-    """Counts sample events and logs the first few of each kind with the file name."""
+    """Counts sample events and logs the first few of each kind with the file name.
+
+    Counts: ``bad_image`` and ``size_mismatch`` per image, ``dropped_boxes`` per box.
+    """
 
     def __init__(self, what: str, policy_hint: str) -> None:
         self.counts: Counter[str] = Counter()
+        self._logged: Counter[str] = Counter()
         self.what, self.policy_hint = what, policy_hint
 
     def record(self, events: list[Event]) -> None:
         for kind, file, detail in events:
-            self.counts[kind] += 1 if kind != "dropped_boxes" else int(detail)  # type: ignore[arg-type]
-            seen = self.counts[kind + "_logged"] = self.counts[kind + "_logged"] + 1
-            if seen > _LOGGED_PER_KIND:
+            self.counts[kind] += int(detail) if kind == "dropped_boxes" else 1  # type: ignore[call-overload]
+            self._logged[kind] += 1
+            if self._logged[kind] > _LOGGED_PER_KIND:
                 continue
             if kind == "bad_image":
                 log.warning(
@@ -120,11 +124,11 @@ class _EventLog:
                 )
             else:
                 log.warning("%s: image size differs from its annotation: %s", file, detail)
-            if seen == _LOGGED_PER_KIND:
+            if self._logged[kind] == _LOGGED_PER_KIND:
                 log.warning("further '%s' events of the %s data are only counted", kind, self.what)
 
     def as_dict(self) -> dict[str, int]:
-        return {k: v for k, v in self.counts.items() if not k.endswith("_logged")}
+        return dict(self.counts)
 
 
 class TrainLoader:
