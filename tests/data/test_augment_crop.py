@@ -109,11 +109,10 @@ def test_geometry_rules_hold_over_many_draws() -> None:
     assert seen[0] / seen.sum() > 1 / 7 - 0.02
 
 
-def test_options_are_uniform_when_every_option_succeeds() -> None:
-    # One box equal to the whole image: IoU = crop area >= 0.09 passes 0.1..0.9 only sometimes,
-    # so instead use a box so tiny in the centre that IoU is ~0: only "no constraint" (and
-    # "keep") succeed. Then keep: P = 1/7 + 5/7 * P (redraws) -> P(keep) = 1/2 when the
-    # no-constraint option always succeeds in one attempt (aspect rejects aside).
+def test_keep_probability_with_redraws_matches_the_rule() -> None:
+    # A tiny box in the centre has IoU ~0 with any crop, so only "keep" and "no constraint"
+    # can end the loop; options are drawn uniformly and redrawn after a failed attempt, so
+    # P(keep) = (1/7) / (1/7 + q/7) = 1 / (1 + q), q = P(one no-constraint attempt succeeds).
     box = np.array([[0.499, 0.499, 0.501, 0.501]], np.float32)
     outcomes = [sample_crop(box, np.random.default_rng(s), 1).option for s in range(4000)]
     assert set(outcomes) <= {0, 6}

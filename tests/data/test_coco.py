@@ -160,3 +160,17 @@ def test_malformed_json_and_missing_file(tmp_path: Path) -> None:
         CocoIndex.from_json(path, skip_empty=True, cache=False)
     with pytest.raises(AnnotationError, match=r"does not exist.*ssd-data download"):
         CocoIndex.from_json(tmp_path / "nope.json", skip_empty=True)
+
+
+def test_config_paths_and_crop_attempts(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+    from ssd_data.config import DataConfig
+
+    cfg = DataConfig(root=tmp_path, val_images=tmp_path / "elsewhere")
+    assert cfg.train_images == tmp_path / "train2017"
+    assert cfg.train_annotations == tmp_path / "annotations" / "instances_train2017.json"
+    assert cfg.val_annotations == tmp_path / "annotations" / "instances_val2017.json"
+    assert cfg.val_images == tmp_path / "elsewhere"
+    assert DataConfig(crop_attempts="50").crop_attempts == 50
+    with pytest.raises(ValidationError, match="crop_attempts must be 1"):
+        DataConfig(crop_attempts=10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Default padding size M of the ground-truth boxes of a training batch. COCO train2017's most
 #: crowded image has 93 annotations (val2017: 63), so 128 keeps every box with margin; an image
@@ -45,8 +45,8 @@ class DataConfig(BaseModel):
     max_boxes: int = Field(
         DEFAULT_MAX_BOXES, ge=1, description="M: boxes per image in a training batch (padded)"
     )
-    crop_attempts: Literal[1, 50] = Field(
-        1, description="SSD random-crop attempts per drawn option (logged as max_samples)"
+    crop_attempts: int = Field(
+        1, description="SSD random-crop attempts per drawn option: 1 or 50 (logged as max_samples)"
     )
     hue: float = Field(
         0.05, ge=0.0, le=0.5, description="colour-jitter hue range (circle fraction)"
@@ -83,6 +83,16 @@ class DataConfig(BaseModel):
     cache_index: bool = Field(
         True, description="cache the parsed annotations as .npz next to the json"
     )
+
+    @field_validator("crop_attempts")
+    @classmethod
+    def _legal_crop_attempts(cls, value: int) -> int:
+        if value not in (1, 50):
+            raise ValueError(
+                f"crop_attempts must be 1 (the reference default) or 50, the only values the MLPerf "
+                f"rules allow for max_samples; got {value}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _derive_paths(self) -> DataConfig:
