@@ -224,3 +224,47 @@ def test_usr1_checkpoints_requeues_and_resumes(
     assert (run_dir / "slurm-trial.done").read_text().strip() == "0"
     assert not (run_dir / "requeue").exists()
     assert score.read_trial(run_dir).resumed  # an interrupted trial is not a valid MLPerf result
+
+
+def test_time_limit_warning_reaches_the_trap(cluster: dict[str, str], tmp_path: Path) -> None:
+    """Slurm itself sends USR1 near the time limit (--signal=B:USR1@<secs>): the trap writes the
+    stop file and the job requeues itself. The trial here is a stand-in run_and_time.sh that
+    waits for the stop file and answers with the requeue marker, as the trainer does."""
+    repo = tmp_path / "checkout"
+    (repo / "infra").mkdir(parents=True)
+    fake = repo / "infra" / "run_and_time.sh"
+    fake.write_text(
+        "#!/bin/bash\n"
+        'while [ ! -f "$SSD_RUN_DIR/STOP" ]; do sleep 0.2; done\n'
+        '[ "$SLURM_NODEID" = 0 ] && echo \'{"reason": "stop file"}\' > "$SSD_RUN_DIR/requeue"\n'
+        "exit 0\n"
+    )
+    fake.chmod(0o755)
+    env = {
+        **cluster,
+        **_cpu_config_env(),
+        "SSD_REPO": str(repo),
+        "SSD_VENV": str(REPO / ".venv"),
+        "LOGDIR": str(tmp_path / "results"),
+        "NEXP": "1",
+    }
+    # 2-minute limit, warning 100 s before it: Slurm checks limits every ~30 s, so it comes
+    # 20-50 s after the start
+    job = subprocess.run(
+        ["sbatch", "--parsable", "-N", "2", "-t", "2", "--signal=B:USR1@100",
+         "-o", str(tmp_path / "slurm-%j.out"), str(INFRA / "slurm" / "run.sub")],
+        env=env, cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.strip().split(";")[0]  # fmt: skip
+    try:
+        _wait(
+            lambda: _job_field(cluster, job, "Restarts") == "1",
+            "the job to requeue itself after Slurm's USR1",
+            timeout=150,
+            on_timeout=lambda: _diagnostics(cluster, tmp_path, job),
+        )
+        output = (tmp_path / f"slurm-{job}.out").read_text()
+        assert "USR1: asking the workers to checkpoint and stop" in output
+        assert f"trial 1: checkpointed on request (exit status 0); requeueing job {job}" in output
+        assert (tmp_path / "results" / f"{job}-1" / "STOP").exists()
+    finally:
+        subprocess.run(["scancel", job], env=cluster, capture_output=True)
