@@ -12,7 +12,7 @@
 # Variables: SSD_RUN_DIR (run folder; default: the trainer's), NNODES (default 1),
 # NPROC_PER_NODE (default DGXNGPU, else 1), MASTER_ADDR/MASTER_PORT/RDZV_ID (multi-node),
 # MAX_RESTARTS (torchrun restarts after a crash, default 0), TORCHRUN_ARGS (extra torchrun
-# options, e.g. "--numa-binding=node" on torch >= 2.10), SUBMISSION_ORG (for the RESULT line).
+# options, e.g. "--numa-binding=node" where torchrun has it), SUBMISSION_ORG (for the RESULT line).
 # Extra arguments go to the trainer (python -m ssd_train).
 set -euo pipefail
 
