@@ -149,6 +149,12 @@ def wrap_model(model: nn.Module, ctx: DistributedContext, cfg: DistributedConfig
     if cfg.strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
+        # FSDP2 shards only contiguous parameters: keep the weights NCHW (inputs may stay
+        # channels_last; the convolutions then pick their layout per call)
+        with torch.no_grad():
+            for p in model.parameters():
+                if not p.is_contiguous():
+                    p.data = p.data.contiguous()
         for child in _fsdp_units(model):
             fully_shard(child)
         fully_shard(model)
@@ -165,8 +171,17 @@ def wrap_model(model: nn.Module, ctx: DistributedContext, cfg: DistributedConfig
 
 
 def _fsdp_units(model: nn.Module) -> list[nn.Module]:
-    """Direct children holding parameters: each becomes one FSDP2 unit (backbone, extra layers, heads)."""
-    return [m for m in model.children() if any(p.requires_grad for p in m.parameters())]
+    """Children holding parameters (the items of ModuleLists): each becomes one FSDP2 unit
+    (backbone trunk, each extra block, each head)."""
+    units: list[nn.Module] = []
+    for child in model.children():
+        if not any(p.requires_grad for p in child.parameters()):
+            continue
+        if isinstance(child, nn.ModuleList | nn.ModuleDict):
+            units += _fsdp_units(child)
+        else:
+            units.append(child)
+    return units
 
 
 def unwrap(model: nn.Module) -> nn.Module:
