@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -26,8 +27,7 @@ from ssd_train.lr_schedule import base_learning_rate
 from ssd_train.settings import Settings
 
 
-@dataclass
-class SyntheticBatch:
+class SyntheticBatch(NamedTuple):
     """A ``TrainBatch``-shaped batch: images uint8 [N,3,300,300] (channels_last), boxes float32
     [N,M,4] ltrb in [0,1], labels int64 [N,M] (0 = padding), image_ids int64 [N]."""
 
@@ -131,7 +131,7 @@ def run_benchmark(settings: Settings) -> BenchmarkResult:
         )
         if ctx.is_main:
             print(
-                f"benchmark: {result.images_per_second:.1f} img/s ({result.timed_steps} steps of global"
+                f"benchmark: {result.images_per_second:.2f} img/s ({result.timed_steps} steps of global"
                 f" batch {global_batch} in {seconds:.2f} s; {ctx.world_size}x {result.device},"
                 f" {result.precision}, compiled={result.compiled}, channels_last={settings.channels_last})",
                 flush=True,

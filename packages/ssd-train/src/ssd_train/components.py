@@ -44,9 +44,22 @@ class Components:
     compiled: bool
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast is faster."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # torch without these probes
+        return False
+
+
 def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA by default (and on CPU when asked); None means fp32."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+    """bf16 autocast for ``bf16``, and for ``auto`` on CUDA and on CPUs with bf16 instructions;
+    None means fp32."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and (
+        device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
+    ):
         return torch.bfloat16
     return None
 

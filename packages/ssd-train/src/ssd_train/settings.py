@@ -106,7 +106,9 @@ class Settings(BaseSettings):
         "auto", description="auto = cuda:<local rank> when CUDA is available, else cpu."
     )
     precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="Autocast dtype of forward and loss; auto = bf16 on CUDA, fp32 on CPU."
+        "auto",
+        description="Autocast dtype of forward and loss; auto = bf16 on CUDA and on CPUs with bf16 instructions"
+        " (AVX512-BF16, AMX), else fp32.",
     )
     channels_last: bool = Field(
         True, description="Use the channels_last memory format for images and model."

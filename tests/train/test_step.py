@@ -1,0 +1,118 @@
+"""The one train step: micro-batch weighting, clipping, non-finite flag, loss composition, layouts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ssd_core.box_coder import encode
+from ssd_core.loss import SSDLoss
+from ssd_core.preprocess import normalize_images
+from ssd_train.benchmark import synthetic_batch
+from ssd_train.train_step import TrainStep
+from torch import Tensor, nn
+
+A, C = 8732, 5
+CPU = torch.device("cpu")
+
+
+class ToyDetector(nn.Module):
+    """No BatchNorm, so a batch's loss is exactly the image-mean of per-image losses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3, A * (4 + C))
+        self.seen_channels_last: list[bool] = []
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        self.seen_channels_last.append(
+            x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        )
+        out = self.head(x.mean(dim=(2, 3))).view(x.shape[0], A, 4 + C)
+        return out[..., :4], out[..., 4:]
+
+
+def _batch(n: int, seed: int):
+    return synthetic_batch(n, 6, C, CPU, boxes_per_image=3, seed=seed)
+
+
+def _step(model: nn.Module, clip: float | None = None, momentum: float = 0.9) -> TrainStep:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=momentum, weight_decay=1e-4)
+    return TrainStep(model, SSDLoss(), opt, device=CPU, grad_clip_norm=clip)
+
+
+def _cat(a, b):
+    return type(a)(*(torch.cat([x, y]) for x, y in zip(a, b, strict=True)))
+
+
+def test_micro_batches_are_weighted_by_their_share_of_images() -> None:
+    a, b = _batch(2, 1), _batch(1, 2)
+    torch.manual_seed(0)
+    split = ToyDetector()
+    joined = ToyDetector()
+    joined.load_state_dict(split.state_dict())
+    s1, s2 = _step(split), _step(joined)
+    for _ in range(2):
+        m_split = s1([a, b])  # shares 2/3 and 1/3
+        m_joined = s2([_cat(a, b)])
+    assert float(m_split.loss) == pytest.approx(float(m_joined.loss), rel=1e-5)
+    assert float(m_split.loc) == pytest.approx(float(m_joined.loc), rel=1e-5)
+    for p, q in zip(split.parameters(), joined.parameters(), strict=True):
+        assert torch.allclose(p, q, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(split.head.bias, ToyDetector().head.bias)
+
+
+def test_step_loss_is_ssdloss_of_encoded_targets() -> None:
+    batch = _batch(2, 3)
+    torch.manual_seed(0)
+    model = ToyDetector()
+    x = normalize_images(batch.images)
+    with torch.no_grad():
+        loc, logits = model(x)
+    loc_t, lab_t = encode(batch.boxes, batch.labels)
+    expected = SSDLoss()(loc, logits, loc_t, lab_t)
+    metrics = _step(model)([batch])
+    assert float(metrics.loss) == pytest.approx(float(expected.total), rel=1e-5)
+    assert float(metrics.conf) == pytest.approx(float(expected.conf), rel=1e-5)
+    assert float(metrics.loss) == pytest.approx(float(metrics.loc) + float(metrics.conf), rel=1e-5)
+
+
+def test_gradient_clipping_bounds_the_first_update() -> None:
+    torch.manual_seed(0)
+    model = ToyDetector()
+    before = [p.detach().clone() for p in model.parameters()]
+    step = TrainStep(
+        model,
+        SSDLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.5),
+        device=CPU,
+        grad_clip_norm=1e-3,
+    )
+    metrics = step([_batch(2, 4)])
+    assert float(metrics.grad_norm) > 1e-3  # the raw norm is reported, before clipping
+    update = torch.cat([(p.detach() - q).flatten() for p, q in zip(model.parameters(), before, strict=True)])
+    assert float(update.norm()) == pytest.approx(0.5 * 1e-3, rel=1e-3)  # lr * max_norm
+
+
+def test_non_finite_loss_is_flagged_on_the_device() -> None:
+    class NaNDetector(ToyDetector):
+        def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+            loc, logits = super().forward(x)
+            return loc * float("nan"), logits
+
+    metrics = _step(NaNDetector())([_batch(2, 5)])
+    assert metrics.finite.dtype == torch.bool and metrics.finite.device == CPU
+    assert not bool(metrics.finite)
+    assert bool(_step(ToyDetector())([_batch(2, 5)]).finite)
+
+
+def test_images_reach_the_model_channels_last() -> None:
+    model = ToyDetector()
+    batch = _batch(2, 6)
+    batch = type(batch)(batch.images.contiguous(), *batch[1:])  # NCHW in
+    _step(model)([batch])
+    assert model.seen_channels_last == [True]
+
+
+def test_empty_step_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one micro-batch"):
+        _step(ToyDetector())([])
