@@ -1,8 +1,8 @@
 """Command line: ``ssd-train``, ``python -m ssd_train``, ``torchrun ... -m ssd_train`` (see ``--help``).
 
 Thin by design: resolve the settings, then run the chosen mode (train, benchmark, eval) and close
-everything in ``finally``. Exit codes: 0 done (also a run that ended without reaching its target),
-2 bad settings, 1 an error.
+everything in ``finally``. Exit codes: 0 done (also a run that ended without reaching its target, or
+stopped on request), 2 bad settings, 3 non-finite loss, 1 another error.
 """
 
 from __future__ import annotations
@@ -34,11 +34,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         evaluate_weights(settings)
         return 0
-    from ssd_train.trainer import Trainer
+    from ssd_train.trainer import NonFiniteLossError, Trainer
 
     trainer = Trainer(settings, synthetic_data=synthetic)
     try:
         trainer.train()
+    except NonFiniteLossError as error:
+        print(f"ssd-train: {error}", file=sys.stderr)
+        return 3
     finally:
         trainer.close()
     return 0

@@ -121,6 +121,7 @@ class Trainer:
         self.stop_request: Any = None
         self.watchdog: Any = None
         self.exporter: Any = None
+        self.nonfinite_skipper: Any = None  # resilience.nonfinite.policy = "skip"
         self._last_lr = 0.0
         self._class_names: list[str] = []
         from ssd_train.resilience import attach_resilience
@@ -291,13 +292,18 @@ class Trainer:
             self._save_checkpoint("periodic")
 
     def check_finite(self) -> None:
-        """Raise NonFiniteLossError naming the first bad step (a host sync: logging steps, checkpoints)."""
+        """Raise NonFiniteLossError naming the first bad step (a host sync: logging steps, checkpoints).
+
+        Under the ``skip`` policy the resilience skipper drops such updates instead.
+        """
+        if self.nonfinite_skipper is not None:
+            return
         bad = int(self._first_nonfinite.item())
         if bad >= 0:
+            last = getattr(self.checkpointer, "last_checkpoint", None)
             raise NonFiniteLossError(
-                f"non-finite loss or gradient at optimiser step {bad} (epoch {self.epoch + 1});"
-                f" the last checkpoint is in {self.run_dir / 'checkpoints'} if any was written."
-                " Lower the LR, enable optim.grad_clip_norm, or check the data."
+                f"non-finite loss at step {bad} (epoch {self.epoch + 1}); last checkpoint: {last or 'none'}."
+                " Lower the LR, enable optim.grad_clip_norm, check the data, or resume from that checkpoint."
             )
 
     def _log_step(self, metrics: StepMetrics) -> None:
