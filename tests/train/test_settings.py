@@ -71,6 +71,18 @@ def test_snake_case_and_kebab_case_options_are_both_accepted() -> None:
         ["--schedule.eval-epochs", "[4,6]", "--no-channels-last", "--compile", "false"]
     )
     assert s.schedule.eval_epochs == [4, 6] and s.channels_last is False and s.compile is False
+    s = load_settings(
+        ["--checkpoint.at-eval-epochs", "false", "--data.pin_memory=no", "--logging.plots", "true"]
+    )
+    assert (
+        s.checkpoint.at_eval_epochs is False
+        and s.data.pin_memory is False
+        and s.logging.plots is True
+    )
+    with pytest.raises(
+        SettingsLoadError, match="'channels-last' = 'maybe': expected true or false"
+    ):
+        load_settings(["--channels-last=maybe"])
 
 
 def test_bad_cli_value_names_the_setting_and_reason() -> None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     CliSettingsSource,
@@ -182,14 +182,48 @@ class Settings(BaseSettings):
         return self.data.batch_size * world_size * self.optim.grad_accumulation_steps
 
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _bool_options(model: type[BaseModel] | None = None, prefix: str = "") -> set[str]:
+    """Kebab-case names of the boolean settings (``data.pin-memory`` ...)."""
+    out: set[str] = set()
+    for name, field in (model or Settings).model_fields.items():
+        ann = field.annotation
+        dotted = f"{prefix}{name}".replace("_", "-")
+        if ann is bool:
+            out.add(dotted)
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
+            out |= _bool_options(ann, dotted + ".")
+    return out
+
+
 def _normalise_argv(argv: Sequence[str]) -> list[str]:
-    """Accept ``--run_dir`` as well as ``--run-dir`` (settings are kebab-case on the command line)."""
-    out = []
-    for arg in argv:
-        if arg.startswith("--") and len(arg) > 2:
-            name, sep, value = arg[2:].partition("=")
-            arg = "--" + name.replace("_", "-") + sep + value
-        out.append(arg)
+    """Accept ``--run_dir`` as well as ``--run-dir`` (settings are kebab-case on the command line),
+    and ``--flag true|false`` / ``--flag=false`` as well as ``--flag`` / ``--no-flag``."""
+    bools = _bool_options()
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if not arg.startswith("--") or len(arg) == 2:
+            out.append(arg)
+            continue
+        name, sep, value = arg[2:].partition("=")
+        name = name.replace("_", "-")
+        if name in bools:
+            if not sep and i < len(args) and args[i].lower() in (*_TRUE, *_FALSE):
+                value, sep, i = args[i], "=", i + 1
+            if sep:
+                if value.lower() not in (*_TRUE, *_FALSE):
+                    raise SettingsLoadError(
+                        f"invalid setting '{name}' = {value!r}: expected true or false"
+                    )
+                out.append(f"--{name}" if value.lower() in _TRUE else f"--no-{name}")
+                continue
+        out.append("--" + name + sep + value)
     return out
 
 
