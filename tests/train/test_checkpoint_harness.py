@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ import torch
 import torch.distributed as dist
 from ssd_train.checkpoint import CheckpointConfig, CheckpointManager
 from ssd_train.preemption import StopRequest
-from ssd_train.resilience import resilience_settings
+from ssd_train.resilience import elastic_restart_store, resilience_settings
 from ssd_train.watchdog import StepWatchdog, set_collective_timeout
 from torch import nn
 
@@ -92,7 +93,12 @@ def main() -> int:
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
-        dist.init_process_group("gloo")
+        store = elastic_restart_store(datetime.timedelta(seconds=60))
+        if store is None:
+            dist.init_process_group("gloo")
+        else:
+            rank_env = int(os.environ["RANK"])
+            dist.init_process_group("gloo", store=store, rank=rank_env, world_size=world)
     rank = dist.get_rank() if world > 1 else 0
     if a.collective_timeout is not None:
         set_collective_timeout(a.collective_timeout)
