@@ -184,7 +184,11 @@ class WeightsExporter:
 
     def on_run_end(self, trainer: Any) -> Path | None:
         """Export ``last.pt`` with the final weights (every rank calls it)."""
+        results = getattr(trainer, "results", None) or []
         meta = self._metadata(
-            trainer, map=float(getattr(trainer, "best_map", 0.0)), weights_step=int(trainer.step)
+            trainer,
+            map=float(results[-1].map) if results else None,
+            best_map=float(getattr(trainer, "best_map", 0.0)),
+            weights_step=int(trainer.step),
         )
         return export_weights(trainer.model, self.run_dir / "last.pt", meta)
