@@ -161,6 +161,11 @@ class SyntheticConfig(_Section):
     train_images: int = Field(768, ge=1, description="Synthetic training images.")
     val_images: int = Field(96, ge=1, description="Synthetic validation images.")
     seed: int = Field(0, description="Seed of the synthetic generator (not of training).")
+    categories: Literal["used", "all"] = Field(
+        "used",
+        description="Categories listed in the jsons: 'used' = only those the difficulty draws (model.num_classes"
+        " is set to their count + 1; learns faster), 'all' = COCO's 80 (num_classes 81).",
+    )
     cache_dir: Path = Field(
         Path("~/.cache/ssd-mlperf").expanduser(),
         description="Where generated datasets are cached (synthetic-<difficulty>-<n> folders).",

@@ -116,3 +116,12 @@ class Evaluation:
 
     def close(self) -> None:
         self.evaluator.close()
+
+
+def check_num_classes(data_classes: int, model_classes: int, annotations: object) -> None:
+    """Refuse a model whose class count differs from the dataset's (C = categories + 1)."""
+    if data_classes != model_classes:
+        raise ValueError(
+            f"{annotations} lists {data_classes - 1} categories (C = {data_classes} with the background)"
+            f" but model.num_classes = {model_classes}: set --model.num-classes {data_classes}"
+        )

@@ -30,7 +30,7 @@ from ssd_train.distributed import (
     seed_everything,
     set_collective_timeout,
 )
-from ssd_train.evaluation import Evaluation
+from ssd_train.evaluation import Evaluation, check_num_classes
 from ssd_train.lr_schedule import LRSchedule, base_learning_rate
 from ssd_train.mlperf_log import MLPerfLogger, evaluation_blocks
 from ssd_train.reporting import RunReporter, class_names_of
@@ -43,6 +43,7 @@ from ssd_train.run_setup import (
 )
 from ssd_train.settings import Settings
 from ssd_train.train_step import StepMetrics
+from ssd_train.trainer_state import load_trainer_state, trainer_state_dict, warm_up_compiled_step
 
 RunStatus = Literal["success", "aborted"]
 
@@ -196,6 +197,9 @@ class Trainer:
             keep_first_batch=ctx.is_main and s.logging.plots,
         )
         self._class_names = class_names_of(self.evaluation.evaluator.gt)
+        check_num_classes(
+            self.evaluation.evaluator.gt.num_classes, s.model.num_classes, s.data.val_annotations
+        )
         self.mllog.dataset_sizes(
             train_samples=self.train_loader.num_samples, eval_samples=self.evaluation.num_samples
         )
@@ -375,95 +379,15 @@ class Trainer:
         self.checkpointer.save(self, reason=reason)
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resume needs: model, optimiser, schedule, progress, data position, RNG, evals.
-
-        Model and optimiser states come from ``torch.distributed.checkpoint.state_dict`` (no
-        ``module.`` prefix; DTensor shards under FSDP2). Pending asynchronous evaluations must be
-        settled first (``_save_checkpoint`` does it), so none are in flight.
-        """
-        from torch.distributed.checkpoint.state_dict import get_state_dict
-
-        from ssd_train.rank_state import capture_rng_state
-
-        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
-        return {
-            "model": model_sd,
-            "optimizer": optim_sd,
-            "schedule": self.schedule.state_dict() if self.schedule else {},
-            "progress": {
-                "step": self.step,
-                "epoch": self.epoch,
-                "seed": self.seed,
-                "global_batch": self.global_batch,
-                "world_size": self.ctx.world_size,
-            },
-            "data": self.train_loader.state_dict() if self.train_loader is not None else {},
-            "rng": capture_rng_state(),
-            "evaluation": {
-                "results": [
-                    [r.epoch if r.epoch is not None else -1, *r.stats] for r in self.results
-                ],
-                "submitted": self.evals_submitted,
-                "received": self.evals_received,
-                "best_map": self.best_map,
-            },
-        }
+        """Everything a resume needs (see :func:`ssd_train.trainer_state.trainer_state_dict`)."""
+        return trainer_state_dict(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict` (call after the data loaders exist)."""
-        from torch.distributed.checkpoint.state_dict import set_state_dict
+        load_trainer_state(self, state)
 
-        from ssd_train.rank_state import restore_rng_state
-
-        set_state_dict(
-            self.model,
-            self.optimizer,
-            model_state_dict=state["model"],
-            optim_state_dict=state["optimizer"],
-        )
-        progress = state["progress"]
-        self.step, self.epoch = int(progress["step"]), int(progress["epoch"])
-        if self.train_loader is not None and state.get("data"):
-            self.train_loader.load_state_dict(state["data"])
-        if state.get("rng"):
-            restore_rng_state(state["rng"])
-        ev = state["evaluation"]
-        self.results = [
-            EvalResult.from_stats(list(row[1:]), None if row[0] < 0 else int(row[0]))
-            for row in ev["results"]
-        ]
-        self.evals_submitted = self.evals_received = int(ev["received"])
-        self.best_map = float(ev["best_map"])
-
-    # -- helpers ------------------------------------------------------------------------------
     def _warm_up_compiled_step(self) -> None:
-        """Compile before run_start: forward/backward on synthetic tensors, then restore all state."""
-        from ssd_train.benchmark import synthetic_batch
-
-        model = self.components.eval_model
-        saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        batch = synthetic_batch(
-            self.settings.data.batch_size,
-            self.settings.data.max_boxes,
-            self.settings.model.num_classes,
-            self.ctx.device,
-            seed=self.seed,
-        )
-        step = self.components.train_step
-        total, _, _ = step.loss_fn(
-            self.model,
-            step.criterion,
-            batch.images,
-            batch.boxes,
-            batch.labels,
-            step.autocast_dtype,
-            step.channels_last,
-        )
-        total.backward()
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for k, v in model.state_dict().items():
-                v.copy_(saved[k])
+        warm_up_compiled_step(self)
 
     def close(self) -> None:
         """Release loaders, scorer process, logs, and the process group. Safe to call twice."""
