@@ -13,15 +13,18 @@ NUM_CLASSES = 5
 
 
 def _run(compile: bool) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """Losses of two steps and the parameters after the first one."""
     torch.manual_seed(0)
     model = SSD300(num_classes=NUM_CLASSES).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     step = TrainStep(model, SSDLoss(), opt, device=torch.device("cpu"), compile=compile)
-    losses = []
+    losses, after_first = [], {}
     for k in range(2):
         batch = synthetic_batch(2, 8, NUM_CLASSES, torch.device("cpu"), seed=k)
         losses.append(float(step([batch]).loss))
-    return losses, {n: p.detach().clone() for n, p in model.named_parameters()}
+        if k == 0:
+            after_first = {n: p.detach().clone() for n, p in model.named_parameters()}
+    return losses, after_first
 
 
 @pytest.mark.slow
@@ -30,10 +33,12 @@ def test_compiled_step_equals_eager_step() -> None:
     torch._dynamo.reset()
     eager_losses, eager = _run(compile=False)
     compiled_losses, compiled = _run(compile=True)
-    # inductor fuses and reorders float32 arithmetic; the first steps of a random SSD amplify it
-    assert compiled_losses == pytest.approx(eager_losses, rel=2e-3)
+    # the second step runs compiled code too (and its backward); inductor reorders float32
+    # arithmetic, which the very sharp loss of a random SSD amplifies a little
+    assert compiled_losses[0] == pytest.approx(eager_losses[0], rel=1e-5)
+    assert compiled_losses[1] == pytest.approx(eager_losses[1], rel=2e-3)
     torch.manual_seed(0)
-    init = dict(SSD300(num_classes=NUM_CLASSES).named_parameters())
-    for name, ref in eager.items():
-        expected, got = ref - init[name].detach(), compiled[name] - init[name].detach()
-        assert float((got - expected).norm()) <= 0.02 * float(expected.norm()) + 1e-6, name
+    init = {n: p.detach() for n, p in SSD300(num_classes=NUM_CLASSES).named_parameters()}
+    for name, ref in eager.items():  # the first update: gradients at identical weights
+        expected, got = ref - init[name], compiled[name] - init[name]
+        assert float((got - expected).norm()) <= 1e-2 * float(expected.norm()) + 1e-7, name

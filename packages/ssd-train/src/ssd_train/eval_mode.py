@@ -7,6 +7,7 @@ scores synchronously and prints the 12-line COCO summary.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 
 from ssd_train.components import autocast_dtype_for
 from ssd_train.distributed import destroy, init_distributed
-from ssd_train.evaluation import Evaluation
+from ssd_train.evaluation import Evaluation, check_num_classes
 from ssd_train.settings import Settings
 
 
@@ -52,6 +53,19 @@ def load_weights_into(model: nn.Module, weights: Path) -> str:
     return f"weights {weights} (epoch {meta.get('epoch')}, step {meta.get('weights_step', meta.get('step'))})"
 
 
+def weights_num_classes(weights: Path, default: int) -> int:
+    """C of the model stored in ``weights`` (exported metadata, or the checkpoint's settings.json)."""
+    weights = Path(weights)
+    if weights.is_dir():
+        saved = weights / "settings.json"
+        if saved.is_file():
+            return int(json.loads(saved.read_text()).get("model", {}).get("num_classes", default))
+        return default
+    from ssd_train.export import read_exported
+
+    return int(read_exported(weights).metadata.get("num_classes", default))
+
+
 def evaluate_weights(settings: Settings) -> EvalResult:
     """Evaluate ``settings.weights`` on ``settings.data``'s validation set; returns the result (all ranks)."""
     if settings.weights is None:
@@ -61,11 +75,16 @@ def evaluate_weights(settings: Settings) -> EvalResult:
     ctx = init_distributed(settings.distributed, settings.device)
     evaluation = None
     try:
-        detector = build_detector(settings.model.model_copy(update={"backbone_weights": None}))
+        num_classes = weights_num_classes(settings.weights, settings.model.num_classes)
+        model_cfg = settings.model.model_copy(
+            update={"backbone_weights": None, "num_classes": num_classes}
+        )
+        detector = build_detector(model_cfg)
         memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         model = detector.model.to(device=ctx.device, memory_format=memory_format)
         what = load_weights_into(model, settings.weights)
         loader = build_eval_loader(settings.data, ctx.rank, ctx.world_size)
+        check_num_classes(num_classes_of(settings), num_classes, settings.data.val_annotations)
         evaluation = Evaluation(
             loader,
             Path(settings.data.val_annotations),
@@ -85,3 +104,9 @@ def evaluate_weights(settings: Settings) -> EvalResult:
         if evaluation is not None:
             evaluation.close()
         destroy()
+
+
+def num_classes_of(settings: Settings) -> int:
+    """C of the validation json: its categories + 1."""
+    categories = json.loads(Path(settings.data.val_annotations).read_text())["categories"]
+    return len(categories) + 1
