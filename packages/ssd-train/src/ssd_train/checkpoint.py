@@ -376,6 +376,8 @@ class CheckpointManager:
             )  # AsyncSaveResponse in newer torch
             upload.result()
             self._complete(folder, marker)
+            if not _no_dist():  # every rank's wait() returns only once the marker exists
+                dist.barrier(group=self.group)
         except BaseException as e:  # reported by wait()
             self._pending_error = e
 
