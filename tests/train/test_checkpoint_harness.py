@@ -121,6 +121,7 @@ def main() -> int:
     )
     manager = CheckpointManager(cfg, run_dir, fingerprint={"global_batch_size": a.batch * world})
     stop = StopRequest(run_dir, res.preemption).install()
+    print(f"rank {rank} ready", flush=True)
     watchdog = StepWatchdog(run_dir, rank, res.watchdog).start() if res.watchdog.enabled else None
     from ssd_train.fault_injection import FaultInjector
 
