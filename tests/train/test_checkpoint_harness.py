@@ -246,6 +246,49 @@ def kill_job(pid: int) -> None:
             os.kill(p, signal.SIGKILL)
 
 
+LAUNCHED: list[subprocess.Popen] = []
+
+
+def track(proc: subprocess.Popen) -> subprocess.Popen:
+    """Remember a launched job so that :func:`kill_leftovers` can end it if a test fails."""
+    LAUNCHED.append(proc)
+    return proc
+
+
+def kill_leftovers() -> None:
+    """SIGKILL every tracked job that is still running (workers live in their own sessions)."""
+    for proc in LAUNCHED:
+        if proc.poll() is None:
+            kill_job(proc.pid)
+            proc.wait()
+    LAUNCHED.clear()
+
+
+def run_job(
+    cmd: list[str], env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
+    """``subprocess.run(capture_output=True, text=True)`` that kills the whole job on a timeout."""
+    proc = track(
+        subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_job(proc.pid)
+        out, err = proc.communicate()
+        raise AssertionError(
+            f"timed out after {timeout} s:\n{out[-3000:]}\n{err[-3000:]}"
+        ) from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def read_losses(run_dir: Path, rank: int) -> list[tuple[int, str]]:
     """Every (step, loss as float.hex) line a rank wrote, in order (re-run steps appear twice)."""
     lines = (run_dir / f"losses-rank{rank}.jsonl").read_text().splitlines()
@@ -292,7 +335,7 @@ def reference_run(tmp_path_factory: Any) -> Path:
     run = Path(tmp_path_factory.getbasetemp()) / "resilience-reference"
     if not (run / "final.pt").exists():
         cmd = harness_command(run, "--steps", "12", "--every", "3", "--asynchronous")
-        done = subprocess.run(cmd, env=harness_env(), capture_output=True, text=True, timeout=240)
+        done = run_job(cmd, env=harness_env(), timeout=240)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return run
 

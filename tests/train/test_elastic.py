@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,12 @@ _spec = importlib.util.spec_from_file_location(
 )
 h = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(h)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_jobs():
+    yield
+    h.kill_leftovers()
 
 
 @pytest.mark.slow
@@ -26,7 +31,7 @@ def test_worker_crash_restarts_the_group_which_resumes_and_finishes_exactly(
     )
     # test-only fault: rank 1 calls os._exit(13) in step 7, once (marker file), after checkpoint step-6
     env = h.harness_env(faults__exit_at_step=7, faults__fault_rank=1)
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = h.run_job(cmd, env=env, timeout=300)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "rank 1 exits in step 7" in output

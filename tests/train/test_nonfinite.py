@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,17 +20,17 @@ h = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(h)
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_jobs():
+    yield
+    h.kill_leftovers()
+
+
 @pytest.mark.slow
 def test_nan_loss_stops_the_run_and_no_checkpoint_holds_nan(tmp_path):
     run = tmp_path / "run"
     cmd = h.harness_command(run, "--steps", "12", "--every", "3", nproc=0)
-    done = subprocess.run(
-        cmd,
-        env=h.harness_env(faults__nan_loss_at_step=4),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = h.run_job(cmd, env=h.harness_env(faults__nan_loss_at_step=4), timeout=120)
     assert done.returncode == 3, done.stdout[-2000:] + done.stderr[-2000:]
     assert (
         f"non-finite loss at step 4; last checkpoint: {run / 'checkpoints' / 'step-3'}"

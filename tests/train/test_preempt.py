@@ -23,14 +23,22 @@ h = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(h)
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_jobs():
+    yield
+    h.kill_leftovers()
+
+
 def _start(run: Path, *args: str, nproc: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        h.harness_command(run, *args, nproc=nproc),
-        env=h.harness_env(preemption__check_every_steps=2),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    return h.track(
+        subprocess.Popen(
+            h.harness_command(run, *args, nproc=nproc),
+            env=h.harness_env(preemption__check_every_steps=2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
     )
 
 

@@ -17,6 +17,13 @@ _spec = importlib.util.spec_from_file_location(
 h = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(h)
 
+
+@pytest.fixture(autouse=True)
+def _no_leftover_jobs():
+    yield
+    h.kill_leftovers()
+
+
 ARGS = ("--steps", "12", "--every", "3", "--asynchronous")
 
 
@@ -27,13 +34,15 @@ def test_sigkill_at_random_step_then_resume_is_bitwise_identical(tmp_path, tmp_p
     kill_after = random.Random(seed).randint(4, 10)
     print(f"kill seed {seed}: SIGKILL after step {kill_after}")
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        h.harness_command(run, *ARGS, "--step-sleep", "0.2"),
-        env=h.harness_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    proc = h.track(
+        subprocess.Popen(
+            h.harness_command(run, *ARGS, "--step-sleep", "0.2"),
+            env=h.harness_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
     )
     for line in proc.stdout:
         if line.strip() == f"rank 0 step {kill_after}":
@@ -42,13 +51,7 @@ def test_sigkill_at_random_step_then_resume_is_bitwise_identical(tmp_path, tmp_p
     proc.wait(timeout=60)
     proc.stdout.close()
     assert not (run / "final.pt").exists()
-    done = subprocess.run(
-        h.harness_command(run, *ARGS),
-        env=h.harness_env(),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    done = h.run_job(h.harness_command(run, *ARGS), env=h.harness_env(), timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     h.assert_same_run(run, ref)

@@ -21,6 +21,12 @@ h = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(h)
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_jobs():
+    yield
+    h.kill_leftovers()
+
+
 def _args(run: Path, cache: Path, max_steps: int) -> list[str]:
     return [
         f"--run-dir={run}", "--seed=3", f"--synthetic.cache-dir={cache}", "--synthetic.train-images=16",
@@ -53,12 +59,14 @@ class _Launch:
         run.mkdir(parents=True, exist_ok=True)
         self.log = run.parent / f"launch-{len(list(run.parent.glob('launch-*.txt')))}.txt"
         with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(
-                [*cmd, "-m", "ssd_train", *_args(run, cache, max_steps)],
-                env=_env(**env),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+            self.proc = h.track(
+                subprocess.Popen(
+                    [*cmd, "-m", "ssd_train", *_args(run, cache, max_steps)],
+                    env=_env(**env),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             )
 
     def output(self) -> str:
@@ -160,13 +168,7 @@ def test_nan_loss_stops_the_real_trainer_naming_the_step_and_no_nan_checkpoint(
         *_args(run, cache, max_steps=6),
         "--checkpoint.every-steps=1",
     ]
-    done = subprocess.run(
-        cmd,
-        env=_env(SSD_RESILIENCE__FAULTS__NAN_LOSS_AT_STEP="2"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = h.run_job(cmd, env=_env(SSD_RESILIENCE__FAULTS__NAN_LOSS_AT_STEP="2"), timeout=300)
     output = done.stdout + done.stderr
     assert done.returncode != 0
     last = run / "checkpoints" / "step-2"

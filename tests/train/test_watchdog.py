@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -17,6 +16,12 @@ _spec = importlib.util.spec_from_file_location(
 )
 h = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(h)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_jobs():
+    yield
+    h.kill_leftovers()
 
 
 def _stuck_in_a_very_recognisable_place(seconds: float) -> None:
@@ -78,7 +83,7 @@ def test_sleeping_rank_is_reported_and_the_short_collective_timeout_fires(tmp_pa
     )
     cmd = h.harness_command(run, "--steps", "8", "--every", "1000", "--collective-timeout", "4")
     t0 = time.monotonic()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    done = h.run_job(cmd, env=env, timeout=180)
     output = done.stdout + done.stderr
     assert done.returncode != 0  # the collective timed out
     report = (run / "watchdog-rank1.txt").read_text()
