@@ -89,7 +89,9 @@ def test_gradient_clipping_bounds_the_first_update() -> None:
     )
     metrics = step([_batch(2, 4)])
     assert float(metrics.grad_norm) > 1e-3  # the raw norm is reported, before clipping
-    update = torch.cat([(p.detach() - q).flatten() for p, q in zip(model.parameters(), before, strict=True)])
+    update = torch.cat(
+        [(p.detach() - q).flatten() for p, q in zip(model.parameters(), before, strict=True)]
+    )
     assert float(update.norm()) == pytest.approx(0.5 * 1e-3, rel=1e-3)  # lr * max_norm
 
 
