@@ -2,7 +2,6 @@
 
 * :func:`init_distributed` reads torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``, picks the device
   and backend, and starts the process group with the long start-up timeout;
-* :func:`set_collective_timeout` shortens it once compilation is over;
 * :func:`broadcast_seed` draws the master seed on rank 0 and shares it;
 * :func:`average_bn_statistics` all-reduces BatchNorm running statistics before evaluation (spec 8);
 * :func:`wrap_model` applies DDP (default) or FSDP2 ``fully_shard``;
@@ -69,24 +68,37 @@ def init_distributed(cfg: DistributedConfig, device_preference: str = "auto") ->
         backend = cfg.backend
         if backend == "auto":
             backend = "nccl" if device.type == "cuda" else "gloo"
+        timeout = datetime.timedelta(seconds=cfg.init_timeout_s)
+        store = elastic_restart_store(timeout)
         dist.init_process_group(
             backend=backend,
-            timeout=datetime.timedelta(seconds=cfg.init_timeout_s),
+            timeout=timeout,
             device_id=device if device.type == "cuda" else None,
+            **({"store": store, "rank": rank, "world_size": world_size} if store else {}),
         )
     return DistributedContext(rank, world_size, local_rank, device)
 
 
-def set_collective_timeout(seconds: float) -> None:
-    """Shorten the default group's timeout after start-up/compilation (torchtitan's practice)."""
-    if not dist.is_initialized():
-        return
-    try:
-        from torch.distributed.distributed_c10d import _set_pg_timeout
+def elastic_restart_store(timeout: datetime.timedelta) -> dist.Store | None:
+    """A store for ``init_process_group`` in a group that torchrun restarted, else None.
 
-        _set_pg_timeout(datetime.timedelta(seconds=seconds), None)
-    except (ImportError, RuntimeError, AttributeError):  # backend without timeout updates
-        pass
+    torchrun's agent hosts the TCPStore and keeps it across ``--max-restarts`` restarts, and the
+    default group's keys are the same in every attempt, so the restarted workers can read the
+    dead attempt's gloo addresses ("Gloo connectFullMesh failed ... Connection refused"; seen with
+    torch 2.15). Namespacing the keys by ``TORCHELASTIC_RESTART_COUNT`` avoids it. Use:
+    ``dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=...)``.
+    """
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if restart == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    base = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        int(os.environ["WORLD_SIZE"]),
+        is_master=False,
+        timeout=timeout,
+    )
+    return dist.PrefixStore(f"ssd-restart-{restart}", base)
 
 
 def barrier() -> None:

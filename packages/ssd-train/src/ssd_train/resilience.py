@@ -17,17 +17,15 @@ have no ``resilience`` section, it is read from ``SSD_RESILIENCE__*`` environmen
 
 from __future__ import annotations
 
-import datetime
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch.distributed as dist
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ssd_train.checkpoint import CheckpointManager, run_fingerprint
+from ssd_train.distributed import elastic_restart_store
 from ssd_train.export import WeightsExporter
 from ssd_train.fault_injection import FaultInjector
 from ssd_train.nonfinite import NonFiniteSkipper
@@ -45,30 +43,10 @@ from ssd_train.watchdog import StepWatchdog
 
 log = logging.getLogger(__name__)
 
+__all__ = ["attach_resilience", "elastic_restart_store", "resilience_settings"]
+
 _DCP_KEYS = ("model", "optimizer")
 _PER_RANK_KEYS = ("data", "rng")
-
-
-def elastic_restart_store(timeout: datetime.timedelta) -> dist.Store | None:
-    """A store for ``init_process_group`` in a group that torchrun restarted, else None.
-
-    torchrun's agent hosts the TCPStore and keeps it across ``--max-restarts`` restarts, and the
-    default group's keys are the same in every attempt, so the restarted workers can read the
-    dead attempt's gloo addresses ("Gloo connectFullMesh failed ... Connection refused"; seen with
-    torch 2.15). Namespacing the keys by ``TORCHELASTIC_RESTART_COUNT`` avoids it. Use:
-    ``dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=...)``.
-    """
-    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    if restart == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
-        return None
-    base = dist.TCPStore(
-        os.environ["MASTER_ADDR"],
-        int(os.environ["MASTER_PORT"]),
-        int(os.environ["WORLD_SIZE"]),
-        is_master=False,
-        timeout=timeout,
-    )
-    return dist.PrefixStore(f"ssd-restart-{restart}", base)
 
 
 class _ResilienceFromEnv(BaseSettings):

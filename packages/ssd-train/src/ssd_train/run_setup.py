@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 
 import torch
 
-from ssd_train.distributed import DistributedContext, broadcast_object
+from ssd_train.distributed import DistributedContext, broadcast_object, broadcast_seed
 from ssd_train.lr_schedule import base_learning_rate
 from ssd_train.mlperf_log import MLPerfHyperparameters, describe_platform, resolve_division
 from ssd_train.settings import Settings, settings_json
@@ -22,6 +23,44 @@ def resolve_run_dir(run_dir: Path | None, ctx: DistributedContext) -> Path:
     if ctx.is_main:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+SEED_FILE = "seed"
+CACHE_CLEARED_ENV = "MLPERF_CACHE_CLEARED"
+
+
+def resolve_seed(seed: int | None, run_dir: Path, ctx: DistributedContext) -> int:
+    """The master seed, the same on every rank, recorded in ``<run dir>/seed`` by rank 0.
+
+    ``seed`` when set; otherwise the seed this run folder was started with, so that a resumed
+    segment (preemption, ``torchrun --max-restarts``) continues the same data order and its saved
+    loader position stays valid; otherwise a random draw on rank 0 (``broadcast_seed``).
+    """
+    path = run_dir / SEED_FILE
+    if seed is None and ctx.is_main and path.is_file():
+        text = path.read_text(encoding="utf-8").strip()
+        try:
+            seed = int(text)
+        except ValueError:
+            raise ValueError(
+                f"{path} should hold the run's integer seed, found {text!r}: delete the file to"
+                " draw a new seed, or pass --seed"
+            ) from None
+    seed = broadcast_seed(seed)
+    if ctx.is_main:
+        tmp = path.with_name(SEED_FILE + ".tmp")
+        tmp.write_text(f"{seed}\n", encoding="utf-8")
+        tmp.replace(path)
+    return seed
+
+
+def caches_cleared() -> bool:
+    """Whether the launcher dropped the page cache before this run (logged as ``cache_clear``).
+
+    ``infra/slurm/run.sub`` and ``infra/docker/run_with_docker.sh`` export
+    ``MLPERF_CACHE_CLEARED=true|false``; without it nothing was cleared, and the log says so.
+    """
+    return os.environ.get(CACHE_CLEARED_ENV, "false").strip().lower() in ("1", "true", "yes")
 
 
 def write_config(settings: Settings, run_dir: Path, ctx: DistributedContext) -> Path:

@@ -25,25 +25,26 @@ from ssd_eval.result import EvalResult
 from ssd_train.components import build_components
 from ssd_train.distributed import (
     average_bn_statistics,
-    broadcast_seed,
     init_distributed,
     seed_everything,
-    set_collective_timeout,
 )
 from ssd_train.evaluation import Evaluation, check_num_classes
 from ssd_train.lr_schedule import LRSchedule, base_learning_rate
 from ssd_train.mlperf_log import MLPerfLogger, evaluation_blocks
 from ssd_train.reporting import RunReporter, class_names_of
 from ssd_train.run_setup import (
+    caches_cleared,
     mlperf_division,
     mlperf_hyperparameters,
     platform_name,
     resolve_run_dir,
+    resolve_seed,
     write_config,
 )
 from ssd_train.settings import Settings
 from ssd_train.train_step import StepMetrics
 from ssd_train.trainer_state import load_trainer_state, trainer_state_dict, warm_up_compiled_step
+from ssd_train.watchdog import set_collective_timeout
 
 RunStatus = Literal["success", "aborted"]
 
@@ -79,7 +80,7 @@ class Trainer:
         if s.num_threads:
             torch.set_num_threads(s.num_threads)
         self.run_dir = resolve_run_dir(s.run_dir, self.ctx)
-        self.seed = broadcast_seed(s.seed)
+        self.seed = resolve_seed(s.seed, self.run_dir, self.ctx)
         seed_everything(self.seed + self.ctx.rank)
         self.global_batch = s.global_batch_size(self.ctx.world_size)
         self.base_lr = base_learning_rate(s.optim.lr_per_32, self.global_batch)
@@ -89,7 +90,7 @@ class Trainer:
 
         self.mllog = MLPerfLogger(self.run_dir, s.logging.mlperf, rank=self.ctx.rank)
         self.mllog.submission_info(self.division, platform_name(s, self.ctx))
-        self.mllog.cache_clear(True)
+        self.mllog.cache_clear(caches_cleared())
         self.mllog.init_start()
         self.mllog.hyperparameters(hp)
         self.reporter = RunReporter(
