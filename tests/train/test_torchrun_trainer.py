@@ -117,8 +117,6 @@ def test_crash_elastic_restart_then_sigterm_requeue_then_resume_through_torchrun
     job = _Launch(
         run, cache, 6, "--max-restarts=1",
         SSD_RESILIENCE__FAULTS__EXIT_AT_STEP="3", SSD_RESILIENCE__FAULTS__FAULT_RANK="1",
-        # workers host a fresh store per attempt (docs/reliability.md: stale gloo addresses otherwise)
-        TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1",
     )  # fmt: skip
     _wait_for_step(job, run, 4)  # step 4 is only reached by the restarted attempt
     # ... which is then preempted: SIGTERM to torchrun, forwarded to the workers

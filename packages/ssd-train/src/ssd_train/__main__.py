@@ -2,7 +2,8 @@
 
 Thin by design: resolve the settings, then run the chosen mode (train, benchmark, eval) and close
 everything in ``finally``. Exit codes: 0 done (also a run that ended without reaching its target, or
-stopped on request), 2 bad settings, 3 non-finite loss, 1 another error.
+stopped on request), 2 bad settings or bad input (dataset, annotations, a checkpoint that does not
+fit: printed as one message, no traceback), 3 non-finite loss, 1 another error.
 """
 
 from __future__ import annotations
@@ -10,7 +11,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from ssd_train.settings import SettingsLoadError, load_settings
+from ssd_train.settings import Settings, SettingsLoadError, load_settings
+
+
+def _input_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message already says which file or setting is wrong and what to do."""
+    from ssd_data.errors import DataError
+    from ssd_eval.groundtruth import GroundTruthError
+    from ssd_eval.labels import LabelMapError
+
+    from ssd_train.checkpoint import CheckpointError
+
+    return (DataError, GroundTruthError, LabelMapError, CheckpointError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,6 +33,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsLoadError as error:
         print(f"ssd-train: {error}", file=sys.stderr)
         return 2
+    try:
+        return _run(settings)
+    except _input_errors() as error:
+        print(f"ssd-train: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(settings: Settings) -> int:
+    """Run the mode the settings ask for; the exit code of :func:`main`."""
     if settings.mode == "benchmark":
         from ssd_train.benchmark import run_benchmark
 
