@@ -36,7 +36,7 @@ from ssd_core.loss import SSDLoss
 from ssd_core.model import SSD300
 from ssd_train.benchmark import synthetic_batch
 from ssd_train.config import DistributedConfig, OptimConfig
-from ssd_train.distributed import destroy, init_distributed, wrap_model
+from ssd_train.distributed import barrier, destroy, init_distributed, wrap_model
 from ssd_train.optim import build_optimizer
 from ssd_train.train_step import TrainStep
 
@@ -61,6 +61,7 @@ sd = get_model_state_dict(wrapped, options=StateDictOptions(full_state_dict=True
 if ctx.rank == 0:
     names = [n for n, _ in model.named_parameters()]
     torch.save({"params": {n: sd[n] for n in names}, "losses": gathered, "wrapped": type(wrapped).__name__}, out)
+barrier()  # no rank tears gloo down while another still talks to it
 destroy()
 """
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -46,7 +47,8 @@ def _wait_for(proc: subprocess.Popen, text: str) -> list[str]:
     seen = []
     for line in proc.stdout:
         seen.append(line)
-        if line.strip() == text:
+        # two ranks share the pipe, so their lines can run together: "rank 1 step 3rank 0 step 3"
+        if re.search(re.escape(text) + r"(?!\d)", line):
             return seen
     raise AssertionError(f"never saw {text!r}:\n{''.join(seen)[-3000:]}")
 
