@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ssd_eval.groundtruth import GroundTruth
+from ssd_eval.groundtruth import GroundTruth, read_json
 
 COLUMNS = ("image_id", "x", "y", "w", "h", "score", "category_id")
 
@@ -72,13 +72,7 @@ def rows_from_records(records: Any, source: str = "detections") -> np.ndarray:
 def load_detections(path: str | Path) -> np.ndarray:
     """Read a COCO results json file into rows [R, 7] (shape checks only; see check_rows)."""
     path = Path(path)
-    if not path.is_file():
-        raise DetectionsError(f"{path}: detections file not found")
-    try:
-        with path.open() as handle:
-            records = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise DetectionsError(f"{path}: not valid JSON ({error})") from None
+    records = read_json(path, DetectionsError, "detections file")
     return rows_from_records(records, source=str(path))
 
 

@@ -19,6 +19,17 @@ import numpy as np
 from ssd_eval.labels import LabelMapError, label_to_category_id
 
 
+def read_json(path: Path, error: type[Exception], what: str) -> Any:
+    """Parse ``path``; a missing file or bad JSON raises ``error`` naming the file and the problem."""
+    if not path.is_file():
+        raise error(f"{path}: {what} not found")
+    try:
+        with path.open() as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+
+
 class GroundTruthError(ValueError):
     """The ground-truth json is unreadable or lacks what box scoring needs."""
 
@@ -156,11 +167,5 @@ def load_ground_truth(gt: str | Path | Mapping[str, Any] | GroundTruth) -> Groun
     if isinstance(gt, Mapping):
         return ground_truth_from_dict(gt)
     path = Path(gt)
-    if not path.is_file():
-        raise GroundTruthError(f"{path}: ground-truth json not found")
-    try:
-        with path.open() as handle:
-            dataset = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise GroundTruthError(f"{path}: not valid JSON ({error})") from None
+    dataset = read_json(path, GroundTruthError, "ground-truth json")
     return ground_truth_from_dict(dataset, source=str(path))
