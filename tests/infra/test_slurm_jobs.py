@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from ssd_data.synthetic import generate_synthetic_coco
-from ssd_train.compliance import check_log
+from ssd_train.report.compliance import check_log
 
 from tests.infra._helpers import INFRA, REPO, load_script
 

@@ -8,14 +8,14 @@ import random
 import numpy as np
 import pytest
 import torch
-from ssd_train.checkpoint import (
+from ssd_train.checkpoint.files import MARKER, inspect_checkpoint, step_dir
+from ssd_train.checkpoint.manager import (
     CheckpointConfig,
     CheckpointError,
     CheckpointManager,
     NonFiniteCheckpointError,
     ResumeMismatchError,
 )
-from ssd_train.checkpoint_files import MARKER, inspect_checkpoint, step_dir
 from torch import nn
 
 

@@ -17,7 +17,7 @@ def _worker(run_dir: Path, strategy: str) -> None:
 
     import torch
     import torch.distributed as dist
-    from ssd_train.checkpoint import CheckpointConfig, CheckpointManager
+    from ssd_train.checkpoint.manager import CheckpointConfig, CheckpointManager
     from torch import nn
 
     dist.init_process_group("gloo")

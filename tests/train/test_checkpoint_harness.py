@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from ssd_train.checkpoint import CheckpointConfig, CheckpointManager
-from ssd_train.preemption import StopRequest
-from ssd_train.resilience import elastic_restart_store, resilience_settings
-from ssd_train.watchdog import StepWatchdog, set_collective_timeout
+from ssd_train.checkpoint.manager import CheckpointConfig, CheckpointManager
+from ssd_train.resilience.attach import elastic_restart_store, resilience_settings
+from ssd_train.resilience.preemption import StopRequest
+from ssd_train.resilience.watchdog import StepWatchdog, set_collective_timeout
 from torch import nn
 
 NUM_SAMPLES = 64
@@ -123,7 +123,7 @@ def main() -> int:
     stop = StopRequest(run_dir, res.preemption).install()
     print(f"rank {rank} ready", flush=True)
     watchdog = StepWatchdog(run_dir, rank, res.watchdog).start() if res.watchdog.enabled else None
-    from ssd_train.fault_injection import FaultInjector
+    from ssd_train.resilience.fault_injection import FaultInjector
 
     step = 0
     injector = FaultInjector(res.faults, run_dir, rank, lambda: step).install(model)

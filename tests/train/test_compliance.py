@@ -8,9 +8,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
-from ssd_train.compliance import check_log, main
-from ssd_train.logging_config import MLPerfConfig
-from ssd_train.mlperf_log import MLPerfHyperparameters, MLPerfLogger, evaluation_blocks
+from ssd_train.report.compliance import check_log, main
+from ssd_train.report.config import MLPerfConfig
+from ssd_train.report.mlperf_log import MLPerfHyperparameters, MLPerfLogger, evaluation_blocks
 
 NVIDIA_DGXA100 = MLPerfHyperparameters(
     seed=7,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from ssd_train.drawing import class_color, draw_train_batch, draw_val_predictions
+from ssd_train.report.drawing import class_color, draw_train_batch, draw_val_predictions
 
 H = W = 300
 PAD = 2

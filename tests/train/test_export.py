@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from ssd_core.model import SSD300
-from ssd_train.export import ExportError, export_weights, load_exported, read_exported
+from ssd_train.checkpoint.weights import ExportError, export_weights, load_exported, read_exported
 from torch import nn
 
 

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from ssd_train.metrics import (
+from ssd_train.report.metrics import (
     EvalMetrics,
     MetricsWriter,
     StepMetrics,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from ssd_data.synthetic import generate_synthetic_coco
-from ssd_train.compliance import check_log
+from ssd_train.report.compliance import check_log
 
 
 @pytest.mark.slow

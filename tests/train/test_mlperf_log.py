@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from ssd_train.logging_config import MLPerfConfig
-from ssd_train.mlperf_log import (
+from ssd_train.report.config import MLPerfConfig
+from ssd_train.report.mlperf_log import (
     MLPerfHyperparameters,
     MLPerfLogger,
     closed_rule_violations,

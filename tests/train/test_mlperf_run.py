@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ssd_train.compliance import check_log
+from ssd_train.report.compliance import check_log
 
 
 @pytest.mark.slow

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from ssd_train.checkpoint_files import list_checkpoints
-from ssd_train.nonfinite import NonFiniteSkipper, TooManyNonFiniteSteps
-from ssd_train.resilience_config import NonFiniteConfig
+from ssd_train.checkpoint.files import list_checkpoints
+from ssd_train.resilience.config import NonFiniteConfig
+from ssd_train.resilience.nonfinite import NonFiniteSkipper, TooManyNonFiniteSteps
 from torch import nn
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 

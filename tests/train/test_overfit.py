@@ -23,7 +23,7 @@ from ssd_train.config import OptimConfig
 from ssd_train.evaluation import Evaluation
 from ssd_train.lr_schedule import LRSchedule
 from ssd_train.optim import build_optimizer
-from ssd_train.reporting import ground_truth_boxes
+from ssd_train.report.reporter import ground_truth_boxes
 from ssd_train.train_step import TrainStep
 
 IMAGES = 8

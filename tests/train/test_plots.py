@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from matplotlib.axes import Axes
 from PIL import Image
-from ssd_train.metrics import EvalMetrics, MetricsWriter, StepMetrics, read_metrics
-from ssd_train.plots import plot_results, results_figure
+from ssd_train.report.metrics import EvalMetrics, MetricsWriter, StepMetrics, read_metrics
+from ssd_train.report.plots import plot_results, results_figure
 
 
 def write_run(run_dir: Path) -> None:

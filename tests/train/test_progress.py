@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 
 from rich.console import Console
-from ssd_train.metrics import StepMetrics
-from ssd_train.progress import Progress, format_eta, format_header, format_line
+from ssd_train.report.metrics import StepMetrics
+from ssd_train.report.progress import Progress, format_eta, format_header, format_line
 
 
 class FakeClock:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ssd_train.checkpoint_files import list_checkpoints
+from ssd_train.checkpoint.files import list_checkpoints
 
 _spec = importlib.util.spec_from_file_location(
     "harness", Path(__file__).with_name("test_checkpoint_harness.py")

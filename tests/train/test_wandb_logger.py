@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ssd_train.logging_config import WandbConfig
-from ssd_train.wandb_logger import (
+from ssd_train.report.config import WandbConfig
+from ssd_train.report.wandb_logger import (
     WandbLogger,
     flatten_record,
     has_wandb_credentials,

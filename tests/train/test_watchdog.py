@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from ssd_train.resilience_config import WatchdogConfig
-from ssd_train.watchdog import StepWatchdog
+from ssd_train.resilience.config import WatchdogConfig
+from ssd_train.resilience.watchdog import StepWatchdog
 
 _spec = importlib.util.spec_from_file_location(
     "harness", Path(__file__).with_name("test_checkpoint_harness.py")

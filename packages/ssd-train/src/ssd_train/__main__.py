@@ -20,7 +20,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from ssd_eval.groundtruth import GroundTruthError
     from ssd_eval.labels import LabelMapError
 
-    from ssd_train.checkpoint import CheckpointError
+    from ssd_train.checkpoint.manager import CheckpointError
 
     return (DataError, GroundTruthError, LabelMapError, CheckpointError)
 

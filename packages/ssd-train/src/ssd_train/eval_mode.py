@@ -36,7 +36,7 @@ def load_weights_into(model: nn.Module, weights: Path) -> str:
             set_model_state_dict,
         )
 
-        from ssd_train.checkpoint_files import inspect_checkpoint
+        from ssd_train.checkpoint.files import inspect_checkpoint
 
         info = inspect_checkpoint(weights)
         if not info.usable:
@@ -45,7 +45,7 @@ def load_weights_into(model: nn.Module, weights: Path) -> str:
         dcp.load(state, checkpoint_id=str(weights))
         set_model_state_dict(model, state["model"])
         return f"checkpoint {weights} (step {info.step})"
-    from ssd_train.export import read_exported
+    from ssd_train.checkpoint.weights import read_exported
 
     exported = read_exported(weights)
     model.load_state_dict(exported.state_dict)
@@ -61,7 +61,7 @@ def weights_num_classes(weights: Path, default: int) -> int:
         if saved.is_file():
             return int(json.loads(saved.read_text()).get("model", {}).get("num_classes", default))
         return default
-    from ssd_train.export import read_exported
+    from ssd_train.checkpoint.weights import read_exported
 
     return int(read_exported(weights).metadata.get("num_classes", default))
 

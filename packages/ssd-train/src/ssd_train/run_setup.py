@@ -10,7 +10,7 @@ import torch
 
 from ssd_train.distributed import DistributedContext, broadcast_object, broadcast_seed
 from ssd_train.lr_schedule import base_learning_rate
-from ssd_train.mlperf_log import MLPerfHyperparameters, describe_platform, resolve_division
+from ssd_train.report.mlperf_log import MLPerfHyperparameters, describe_platform, resolve_division
 from ssd_train.settings import Settings, settings_json
 
 

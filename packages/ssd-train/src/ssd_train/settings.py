@@ -30,6 +30,7 @@ from ssd_core.config import ModelConfig
 from ssd_data.config import DataConfig
 from ssd_eval.config import EvalConfig
 
+from ssd_train.checkpoint.config import CheckpointConfig
 from ssd_train.config import (
     BenchmarkConfig,
     DistributedConfig,
@@ -37,13 +38,8 @@ from ssd_train.config import (
     ScheduleConfig,
     SyntheticConfig,
 )
-from ssd_train.logging_config import LoggingConfig
-
-try:  # the resilience engineer's sections
-    from ssd_train.resilience_config import CheckpointConfig, ResilienceConfig
-except ImportError:  # pragma: no cover - only while resilience_config.py is not committed
-    from pydantic import BaseModel as CheckpointConfig
-    from pydantic import BaseModel as ResilienceConfig
+from ssd_train.report.config import LoggingConfig
+from ssd_train.resilience.config import ResilienceConfig
 
 ENV_PREFIX = "SSD_"
 CONFIG_ENV = "SSD_CONFIG"

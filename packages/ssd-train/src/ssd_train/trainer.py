@@ -30,8 +30,9 @@ from ssd_train.distributed import (
 )
 from ssd_train.evaluation import Evaluation, check_num_classes
 from ssd_train.lr_schedule import LRSchedule, base_learning_rate
-from ssd_train.mlperf_log import MLPerfLogger, evaluation_blocks
-from ssd_train.reporting import RunReporter, class_names_of
+from ssd_train.report.mlperf_log import MLPerfLogger, evaluation_blocks
+from ssd_train.report.reporter import RunReporter, class_names_of
+from ssd_train.resilience.watchdog import set_collective_timeout
 from ssd_train.run_setup import (
     caches_cleared,
     mlperf_division,
@@ -44,7 +45,6 @@ from ssd_train.run_setup import (
 from ssd_train.settings import Settings
 from ssd_train.train_step import StepMetrics
 from ssd_train.trainer_state import load_trainer_state, trainer_state_dict, warm_up_compiled_step
-from ssd_train.watchdog import set_collective_timeout
 
 RunStatus = Literal["success", "aborted"]
 
@@ -126,7 +126,7 @@ class Trainer:
         self.nonfinite_skipper: Any = None  # resilience.nonfinite.policy = "skip"
         self._last_lr = 0.0
         self._class_names: list[str] = []
-        from ssd_train.resilience import attach_resilience
+        from ssd_train.resilience.attach import attach_resilience
 
         attach_resilience(self)
 

@@ -28,7 +28,7 @@ def trainer_state_dict(trainer: Trainer) -> dict[str, Any]:
     """
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    from ssd_train.rank_state import capture_rng_state
+    from ssd_train.checkpoint.rank_state import capture_rng_state
 
     model_sd, optim_sd = get_state_dict(trainer.model, trainer.optimizer)
     return {
@@ -59,7 +59,7 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any]) -> None:
     """Inverse of :meth:`state_dict` (call after the data loaders exist)."""
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
-    from ssd_train.rank_state import restore_rng_state
+    from ssd_train.checkpoint.rank_state import restore_rng_state
 
     set_state_dict(
         trainer.model,

@@ -14,7 +14,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ssd_train.metrics import read_metrics
+from ssd_train.report.metrics import read_metrics
 
 RESULTS_FILE = "results.png"
 FIGURE_SIZE_INCHES = (12.0, 8.0)

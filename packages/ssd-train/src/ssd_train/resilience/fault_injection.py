@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from ssd_train.resilience_config import FaultInjectionConfig
+from ssd_train.resilience.config import FaultInjectionConfig
 
 EXIT_CODE = 13
 

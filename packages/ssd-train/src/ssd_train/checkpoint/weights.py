@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-from ssd_train.checkpoint_files import atomic_torch_save, find_unsafe_value
+from ssd_train.checkpoint.files import atomic_torch_save, find_unsafe_value
 
 FORMAT = "ssd-mlperf-weights/1"
 _PREFIXES = ("module.", "_orig_mod.")

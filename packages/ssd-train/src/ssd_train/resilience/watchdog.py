@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from ssd_train.resilience_config import WatchdogConfig
+from ssd_train.resilience.config import WatchdogConfig
 
 
 def set_collective_timeout(seconds: float, group: dist.ProcessGroup | None = None) -> bool:

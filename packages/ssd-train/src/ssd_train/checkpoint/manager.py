@@ -1,6 +1,6 @@
 """Full-state checkpoints over torch.distributed.checkpoint (DCP), exact resume, keep-latest-k.
 
-Layout and completion marker: :mod:`ssd_train.checkpoint_files`. What is saved:
+Layout and completion marker: :mod:`ssd_train.checkpoint.files`. What is saved:
 
 - model and optimiser through ``torch.distributed.checkpoint.state_dict.get_state_dict`` (so DDP
   and FSDP2 both work; DCP writes each shard once);
@@ -42,7 +42,8 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from ssd_train.checkpoint_files import (
+from ssd_train.checkpoint.config import CheckpointConfig
+from ssd_train.checkpoint.files import (
     CheckpointInfo,
     atomic_torch_save,
     atomic_write_bytes,
@@ -55,13 +56,12 @@ from ssd_train.checkpoint_files import (
     step_dir,
     write_marker,
 )
-from ssd_train.rank_state import (
+from ssd_train.checkpoint.rank_state import (
     all_finite,
     average_batchnorm_buffers,
     capture_rng_state,
     restore_rng_state,
 )
-from ssd_train.resilience_config import CheckpointConfig
 
 __all__ = [
     "CheckpointConfig",

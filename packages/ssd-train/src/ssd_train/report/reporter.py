@@ -19,15 +19,15 @@ from ssd_eval.groundtruth import GroundTruth
 from ssd_eval.result import EvalResult
 from torch import Tensor
 
-from ssd_train.logging_config import LoggingConfig
-from ssd_train.metrics import (
+from ssd_train.report.config import LoggingConfig
+from ssd_train.report.metrics import (
     EvalMetrics,
     MetricsWriter,
     StepMetrics,
     ThroughputMeter,
     peak_memory_gib,
 )
-from ssd_train.progress import Progress
+from ssd_train.report.progress import Progress
 
 
 class RunReporter:
@@ -63,7 +63,7 @@ class RunReporter:
         self._drew_train_batch = False
         if self.enabled and cfg.wandb.enabled:
             try:
-                from ssd_train.wandb_logger import WandbLogger
+                from ssd_train.report.wandb_logger import WandbLogger
 
                 self.wandb = WandbLogger(
                     cfg.wandb, run_dir=self.run_dir, config=settings, rank=rank
@@ -130,7 +130,7 @@ class RunReporter:
             return
         self._drew_train_batch = True
         try:
-            from ssd_train.drawing import draw_train_batch
+            from ssd_train.report.drawing import draw_train_batch
 
             path = draw_train_batch(
                 batch.images,
@@ -176,7 +176,7 @@ class RunReporter:
         if not self.enabled or not self.cfg.plots:
             return
         try:
-            from ssd_train.drawing import draw_val_predictions
+            from ssd_train.report.drawing import draw_val_predictions
 
             gt_boxes, gt_labels = ground_truth_boxes(gt, image_ids.tolist())
             path = draw_val_predictions(
@@ -199,7 +199,7 @@ class RunReporter:
         if not self.enabled or not self.cfg.plots:
             return
         try:
-            from ssd_train.plots import plot_results
+            from ssd_train.report.plots import plot_results
 
             path = plot_results(self.run_dir, self.target_map)
             self._wandb_image("results", path)

@@ -2,7 +2,7 @@
 
 `check_log(path, ruleset="1.0.0")` returns the checker's verdict and its messages; it is the
 same check as `python -m mlperf_logging.compliance_checker --usage training --ruleset 1.0.0 LOG`
-(which this module's `main` mirrors: `python -m ssd_train.compliance LOG [--ruleset 0.7.0]`).
+(which this module's `main` mirrors: `python -m ssd_train.report.compliance LOG [--ruleset 0.7.0]`).
 The checker itself reads the division from the log's `submission_division` line; `division`
 additionally asserts which one the log claims.
 """
@@ -84,7 +84,7 @@ def check_log(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ssd_train.compliance",
+        prog="python -m ssd_train.report.compliance",
         description="Check an MLPerf log with the official compliance checker.",
     )
     parser.add_argument("log", type=Path, help="mlperf.log of a run folder")

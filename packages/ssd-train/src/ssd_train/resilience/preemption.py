@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ssd_train.resilience_config import PreemptionConfig
+from ssd_train.resilience.config import PreemptionConfig
 
 log = logging.getLogger(__name__)
 

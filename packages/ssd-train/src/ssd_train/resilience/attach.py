@@ -24,22 +24,22 @@ from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ssd_train.checkpoint import CheckpointManager, run_fingerprint
+from ssd_train.checkpoint.config import CheckpointConfig
+from ssd_train.checkpoint.manager import CheckpointManager, run_fingerprint
+from ssd_train.checkpoint.rank_state import average_batchnorm_buffers
+from ssd_train.checkpoint.weights import WeightsExporter
 from ssd_train.distributed import elastic_restart_store
-from ssd_train.export import WeightsExporter
-from ssd_train.fault_injection import FaultInjector
-from ssd_train.nonfinite import NonFiniteSkipper
-from ssd_train.preemption import StopRequest
-from ssd_train.rank_state import average_batchnorm_buffers
-from ssd_train.resilience_config import (
-    CheckpointConfig,
+from ssd_train.resilience.config import (
     FaultInjectionConfig,
     NonFiniteConfig,
     PreemptionConfig,
     ResilienceConfig,
     WatchdogConfig,
 )
-from ssd_train.watchdog import StepWatchdog
+from ssd_train.resilience.fault_injection import FaultInjector
+from ssd_train.resilience.nonfinite import NonFiniteSkipper
+from ssd_train.resilience.preemption import StopRequest
+from ssd_train.resilience.watchdog import StepWatchdog
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn
 from rich.progress import Progress as RichProgress
 
-from ssd_train.metrics import StepMetrics
+from ssd_train.report.metrics import StepMetrics
 
 ProgressMode = Literal["auto", "bar", "lines", "off"]
 DEFAULT_LOSS_NAMES = ("total", "loc", "conf")

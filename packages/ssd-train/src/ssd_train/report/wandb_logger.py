@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from ssd_train.logging_config import WandbConfig
+from ssd_train.report.config import WandbConfig
 
 WandbMode = Literal["online", "offline", "disabled"]
 RUN_ID_FILE = "run-id.txt"

@@ -3,7 +3,7 @@
 Rank 0 writes `<run dir>/mlperf.log` (a later segment of the same run folder, e.g. after a
 requeue, writes `mlperf.resume-<k>.log`, k = 1, 2, ...) and echoes every line to stdout. Every
 key that the `closed_ssd` rules of rulesets 0.7.0 and 1.0.0 require is logged by an explicit
-method of `MLPerfLogger`; `ssd_train.compliance.check_log` runs the official checker on the file.
+method of `MLPerfLogger`; `ssd_train.report.compliance.check_log` runs the official checker on the file.
 
 Epoch numbers follow NVIDIA's v0.7 submission (spec section 6.1): the trainer counts epochs from
 0, the log counts them from 1. Training the 0-based epoch `e` logs `epoch_num = e + 1`; an
@@ -24,7 +24,7 @@ from typing import Any, Literal
 from mlperf_logging.mllog import constants as mlc
 from mlperf_logging.mllog.mllog import MLLogger
 
-from ssd_train.logging_config import Division, MLPerfConfig
+from ssd_train.report.config import Division, MLPerfConfig
 
 BENCHMARK = (
     mlc.SSD

@@ -1,69 +1,22 @@
-"""Settings of the resilience components: checkpoints, stop requests, watchdog, non-finite loss, faults.
+"""Settings of the resilience components: stop requests, watchdog, non-finite loss, faults.
 
-`Settings.checkpoint` is :class:`CheckpointConfig`; `Settings.resilience` is
-:class:`ResilienceConfig` (preemption, watchdog, non-finite policy, test-only fault injection).
-From the command line they read e.g. ``--checkpoint.every-steps 500``,
-``--checkpoint.resume never``, ``--resilience.watchdog.factor 20``; from the environment
-``SSD_CHECKPOINT__KEEP=3``, ``SSD_RESILIENCE__FAULTS__NAN_LOSS_AT_STEP=7``.
+`Settings.resilience` is :class:`ResilienceConfig` (preemption, watchdog, non-finite policy,
+test-only fault injection). From the command line they read e.g.
+``--resilience.watchdog.factor 20``; from the environment
+``SSD_RESILIENCE__FAULTS__NAN_LOSS_AT_STEP=7``.
 Process-group timeouts live in the trainer's ``distributed`` section (``init_timeout_s``,
-``timeout_s``); :func:`ssd_train.watchdog.set_collective_timeout` switches between them.
+``timeout_s``); :func:`ssd_train.resilience.watchdog.set_collective_timeout` switches between them.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class CheckpointConfig(_Section):
-    """Full-state checkpoints (torch.distributed.checkpoint) in <run dir>/checkpoints/step-N/."""
-
-    enabled: bool = Field(
-        True,
-        description="Write checkpoints at all (periodic, at evaluation epochs, on a stop request)."
-        " Off: a stop request still stops cleanly but nothing is saved.",
-    )
-    every_steps: int | None = Field(
-        1000,
-        ge=0,
-        description="Save every this many optimiser steps (0 or None = no periodic saves; the MLPerf"
-        " presets turn them off, as the timed submissions did).",
-    )
-    at_eval_epochs: bool = Field(
-        True, description="Save at each evaluation epoch (before the evaluation starts)."
-    )
-    keep: int = Field(
-        2, ge=1, description="Keep the latest k complete checkpoints; older ones are deleted."
-    )
-    asynchronous: bool = Field(
-        True,
-        description="Write with dcp.async_save on a separate gloo group so training does not wait on"
-        " disk (the state is copied to host memory first); a save waits for the previous one.",
-    )
-    resume: str = Field(
-        "auto",
-        description="'auto': resume from the latest complete checkpoint in the run folder if any;"
-        " 'never': start fresh (refused if the run folder already holds checkpoints); or the path of"
-        " a checkpoint folder (checkpoints/step-N).",
-    )
-
-    @field_validator("resume")
-    @classmethod
-    def _check_resume(cls, value: str) -> str:
-        if value in ("auto", "never"):
-            return value
-        if not Path(value).expanduser().is_dir():
-            raise ValueError(
-                f"checkpoint.resume must be 'auto', 'never' or an existing checkpoint folder "
-                f"(<run dir>/checkpoints/step-N); {value!r} is none of these"
-            )
-        return value
 
 
 class PreemptionConfig(_Section):

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.hooks import RemovableHandle
 
-from ssd_train.resilience_config import NonFiniteConfig
+from ssd_train.resilience.config import NonFiniteConfig
 
 
 class TooManyNonFiniteSteps(RuntimeError):
