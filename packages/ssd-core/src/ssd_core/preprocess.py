@@ -1,9 +1,9 @@
-"""Image normalisation for SSD300: uint8 RGB -> ImageNet mean/std floats (the one place it happens)."""
+"""Image normalisation for SSD300 (uint8 RGB -> ImageNet mean/std floats) and the normalised forward."""
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -31,3 +31,32 @@ def normalize_images(images: Tensor, dtype: torch.dtype = torch.float32) -> Tens
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
     out = (images.to(torch.float32) / 255.0 - mean) / std
     return out.to(dtype)
+
+
+def forward_normalized(
+    model: nn.Module,
+    images: Tensor,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Run SSD300 on uint8 images: normalise, optional channels_last, autocast, forward.
+
+    The one preamble shared by the train step, evaluation and prediction.
+
+    Args:
+        model: SSD300 (or a DDP/FSDP2/compiled wrapper of it) returning ``(loc, logits)``.
+        images: uint8 [N, 3, 300, 300] RGB on the model's device.
+        autocast_dtype: ``torch.bfloat16`` for bf16 autocast, None for fp32.
+        channels_last: feed the model a channels_last tensor.
+
+    Returns:
+        ``loc`` float32 [N, 8732, 4] box offsets and ``logits`` float32 [N, 8732, C].
+    """
+    x = normalize_images(images)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(
+        x.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+    ):
+        loc, logits = model(x)
+    return loc.float(), logits.float()
