@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 from ssd_core.anchors import default_boxes
-from ssd_core.postprocess import Detections, PostProcessor, greedy_nms
+from ssd_core.postprocess import (
+    Detections,
+    PostProcessor,
+    greedy_nms,
+    matrix_nms,
+    torchvision_single_nms,
+)
+
+BACKENDS = ["matrix", "greedy", "torchvision_single", "torchvision"]
 
 
 def _iou(boxes: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
@@ -86,9 +94,10 @@ def outputs(generator):
     return loc, logits
 
 
-def test_matches_reference_loop(outputs) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matches_reference_loop(outputs, backend: str) -> None:
     loc, logits = outputs
-    dets = PostProcessor()(loc, logits)
+    dets = PostProcessor(nms_backend=backend)(loc, logits)
     assert dets.boxes.shape == (3, 200, 4) and dets.boxes.dtype == torch.float32
     assert dets.scores.shape == (3, 200) and dets.labels.dtype == torch.int64
     assert dets.counts.dtype == torch.int64
@@ -98,10 +107,15 @@ def test_matches_reference_loop(outputs) -> None:
     _assert_same(dets, loc, logits)
 
 
-def test_other_thresholds_match_reference(outputs) -> None:
+@pytest.mark.parametrize("backend", ["matrix", "torchvision_single"])
+def test_other_thresholds_match_reference(outputs, backend: str) -> None:
     loc, logits = outputs
     dets = PostProcessor(
-        score_threshold=0.2, nms_iou_threshold=0.3, topk_per_class=50, max_detections=60
+        score_threshold=0.2,
+        nms_iou_threshold=0.3,
+        topk_per_class=50,
+        max_detections=60,
+        nms_backend=backend,
     )(loc, logits)
     assert dets.boxes.shape == (3, 60, 4)
     _assert_same(dets, loc, logits, threshold=0.2, criteria=0.3, max_num=50, max_output=60)
@@ -126,10 +140,29 @@ def test_greedy_nms_by_hand() -> None:
     valid = torch.tensor([[True, True, True], [False, True, True]])
     assert _iou(boxes[0, 1:2], boxes[0, 0]).item() == 0.5
     assert _iou(boxes[0, 2:3], boxes[0, 1]).item() == 0.5
-    keep = greedy_nms(boxes, valid, 0.5)
-    assert keep.tolist() == [[True, False, True], [False, True, True]]
-    # A threshold above 0.5 keeps every valid box.
-    assert greedy_nms(boxes, valid, 0.51).tolist() == valid.tolist()
+    for nms in (greedy_nms, matrix_nms, torchvision_single_nms):
+        keep = nms(boxes, valid, 0.5)
+        assert keep.tolist() == [[True, False, True], [False, True, True]], nms.__name__
+        # A threshold above 0.5 keeps every valid box.
+        assert nms(boxes, valid, 0.51).tolist() == valid.tolist(), nms.__name__
+
+
+def test_long_suppression_chain() -> None:
+    # Unit boxes shifted by 0.3: neighbours overlap with IoU 0.7 / 1.3 > 0.5, boxes two apart
+    # with 0.4 / 1.6 < 0.5. Greedy keeps ranks 0, 2, 4, ... (each kept box removes the next);
+    # the fixed point needs ~K steps, far more than one convergence check.
+    k = 40
+    left = 0.3 * torch.arange(k, dtype=torch.float32)
+    chain = torch.stack((left, torch.zeros(k), left + 1, torch.ones(k)), dim=-1)
+    boxes = torch.stack((chain, chain.flip(0)))  # group 1: the same boxes in reverse rank order
+    valid = torch.ones(2, k, dtype=torch.bool)
+    valid[1, 0] = False  # group 1: rank 0 absent, so ranks 1, 3, 5, ... stay
+    expected = torch.zeros(2, k, dtype=torch.bool)
+    expected[0, 0::2] = True
+    expected[1, 1::2] = True
+    for nms in (greedy_nms, matrix_nms, torchvision_single_nms):
+        assert torch.equal(nms(boxes, valid, 0.5), expected), nms.__name__
+    assert torch.equal(matrix_nms(boxes, valid, 0.5, check_every=1), expected)
 
 
 def test_torchvision_backend_gives_the_same_detections(outputs) -> None:
@@ -138,6 +171,7 @@ def test_torchvision_backend_gives_the_same_detections(outputs) -> None:
     tv = PostProcessor(nms_backend="torchvision")(loc, logits)
     assert torch.equal(greedy.counts, tv.counts)
     _assert_same(tv, loc, logits)
+    assert PostProcessor().nms_backend == "matrix"  # the default
     with pytest.raises(ValueError, match="nms_backend"):
         PostProcessor(nms_backend="fast")  # type: ignore[arg-type]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import sys
@@ -14,13 +13,7 @@ from pathlib import Path
 import pytest
 from ssd_data.cli import main
 
-_spec = importlib.util.spec_from_file_location(
-    "_cli_server", Path(__file__).with_name("test_download_server.py")
-)
-assert _spec is not None and _spec.loader is not None
-_server_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_server_module)
-FileServer = _server_module.FileServer
+from ._download_server import FileServer
 
 
 def test_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import os
 import socket
@@ -16,13 +15,7 @@ import torch
 from ssd_data import download as dl
 from ssd_data.download import Archive, ChecksumError, DownloadError, LayoutError
 
-_spec = importlib.util.spec_from_file_location(
-    "_dl_server", Path(__file__).with_name("test_download_server.py")
-)
-assert _spec is not None and _spec.loader is not None
-_server_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_server_module)
-FileServer = _server_module.FileServer
+from ._download_server import FileServer
 
 
 def _zip(entries: dict[str, bytes]) -> bytes:

@@ -1,17 +1,10 @@
-"""pytest setup for tests/eval: makes the shared helper module `ssd_eval_testcase` importable."""
+"""Fixtures of tests/eval (helper functions live in the plain module ``ssd_eval_testcase``)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from typing import Any
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from typing import Any  # noqa: E402
-
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture

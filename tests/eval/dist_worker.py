@@ -1,7 +1,8 @@
 """Worker process for test_distributed.py: one gloo rank running several evaluation scenarios.
 
 Usage: python dist_worker.py RANK WORLD PORT OUT_DIR. Writes OUT_DIR/rank<RANK>.json.
-Not a test module (run as a script by the test).
+Not a test module (run as a script by the test; as a script it imports its sibling
+``ssd_eval_testcase`` from its own folder, the first entry of ``sys.path``).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from ssd_eval.evaluator import CocoEvaluator
 from ssd_eval.groundtruth import load_ground_truth
 from ssd_eval.scoring import CocoScorer
 from ssd_eval.synthetic import make_detections, make_ground_truth
-from ssd_eval_testcase import tensor_batches
+
+from .ssd_eval_testcase import tensor_batches
 
 
 @pytest.fixture(scope="module")

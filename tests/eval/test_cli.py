@@ -15,7 +15,8 @@ import pytest
 from ssd_eval.cli import main
 from ssd_eval.summary import format_summary
 from ssd_eval.synthetic import make_detections, make_ground_truth
-from ssd_eval_testcase import records_from_rows
+
+from .ssd_eval_testcase import records_from_rows
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,9 @@ import pytest
 from ssd_eval.config import EvalConfig
 from ssd_eval.evaluator import CocoEvaluator
 from ssd_eval.synthetic import make_detections, make_ground_truth
-from ssd_eval_testcase import pycocotools_stats, tensor_batches
+
+from . import dist_worker
+from .ssd_eval_testcase import pycocotools_stats, tensor_batches
 
 HERE = Path(__file__).resolve().parent
 
@@ -28,8 +30,6 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def two_rank_reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, list[dict]]:
-    sys.path.insert(0, str(HERE))
-    import dist_worker
 
     out = tmp_path_factory.mktemp("dist")
     gt = make_ground_truth(**dist_worker.GROUND_TRUTH)
@@ -61,8 +61,6 @@ def two_rank_reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, li
 
 
 def _single_process_stats(gt: dict, image_ids: list[int] | None = None) -> list[float]:
-    import dist_worker
-
     rows = make_detections(gt, **dist_worker.DETECTIONS)
     evaluator = CocoEvaluator(gt, EvalConfig(asynchronous=False))
     batches, records = tensor_batches(gt, rows, batch_size=5, image_ids=image_ids)

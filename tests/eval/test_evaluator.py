@@ -8,7 +8,8 @@ import torch
 from ssd_eval.config import EvalConfig
 from ssd_eval.evaluator import CocoEvaluator, EvaluationError
 from ssd_eval.synthetic import make_detections, make_ground_truth
-from ssd_eval_testcase import pycocotools_stats, tensor_batches
+
+from .ssd_eval_testcase import pycocotools_stats, tensor_batches
 
 SYNC = EvalConfig(asynchronous=False)
 

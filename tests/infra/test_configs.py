@@ -13,7 +13,7 @@ import pytest
 from ssd_train.lr_schedule import base_learning_rate
 from ssd_train.settings import Settings, load_settings
 
-from tests.infra._helpers import INFRA, REPO, sourced_env
+from ._helpers import INFRA, REPO, sourced_env
 
 SH_VARS = [
     "DGXSYSTEM",
@@ -147,7 +147,9 @@ def test_preset_matches_spec_5_2(row: V07, monkeypatch: pytest.MonkeyPatch) -> N
     assert s.optim.momentum == pytest.approx(0.9)
     assert s.schedule.max_epochs == 80
     assert s.schedule.target_map == pytest.approx(0.23)
-    assert s.schedule.eval_epochs == [40, 50, 55] and s.schedule.eval_interval == 5
+    # NVIDIA v0.7 evaluates after epochs 40, 50, 55, ..., 75 of its 80-epoch limit, never after 80
+    evals = [e for e in range(1, 81) if s.schedule.is_eval_epoch(e)]
+    assert evals == [40, 50, 55, 60, 65, 70, 75]
     assert s.optim.grad_accumulation_steps == 1
     assert s.optim.grad_clip_norm is None
     assert s.optim.exclude_bn_and_bias_from_weight_decay is False
@@ -164,6 +166,7 @@ def test_own_configs_are_marked_and_resolve(system: str, monkeypatch: pytest.Mon
     assert env["DGXNGPU"] == "8" and env["DGXNNODES"] == "1"
     s = _resolve(env["SSD_CONFIG"], monkeypatch)
     assert s.schedule.target_map == pytest.approx(0.23)
+    assert [e for e in range(1, 81) if s.schedule.is_eval_epoch(e)] == [40, 50, 55, 60, 65, 70, 75]
     assert s.schedule.decay_epochs[:1] and s.data.batch_size >= 1
 
 

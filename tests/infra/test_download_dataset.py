@@ -11,8 +11,8 @@ import subprocess
 import zipfile
 from pathlib import Path
 
-from tests.data.test_download_server import FileServer
-from tests.infra._helpers import INFRA
+from ..data._download_server import FileServer
+from ._helpers import INFRA
 
 FILES = {
     "annotations/instances_train2017.json": b'{"images": [], "annotations": [], "categories": []}',

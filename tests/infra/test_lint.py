@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra._helpers import REPO
+from ._helpers import REPO
 
 SKIP_DIRS = {".git", ".venv", "node_modules", ".pytest_cache", ".ruff_cache"}
 INSTALL_HINT = (

@@ -6,8 +6,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.infra._helpers import INFRA
-from tests.infra._standins import base_env, install_standins, read_calls
+from ._helpers import INFRA
+from ._standins import base_env, install_standins, read_calls
 
 SCRIPT = INFRA / "docker" / "run_with_docker.sh"
 

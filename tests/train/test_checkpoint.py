@@ -14,7 +14,10 @@ from ssd_train.checkpoint.manager import (
     CheckpointError,
     CheckpointManager,
     NonFiniteCheckpointError,
+    Restored,
     ResumeMismatchError,
+    apply_training_state,
+    training_state,
 )
 from torch import nn
 
@@ -44,14 +47,18 @@ def _setup(tmp_path, **cfg):
 
 
 def _save(mgr, step, model, opt):
-    return mgr.save(
-        step,
-        model,
-        opt,
-        shared={"sched": {"last": step}},
-        per_rank={"loader": {"pos": step}},
-        epoch=1,
-    )
+    state = training_state(model, opt, sched={"last": step}, data={"pos": step})
+    return mgr.save(step, state, epoch=1)
+
+
+def _resume(mgr, model, opt) -> Restored | None:
+    """What the trainer does: load the checkpoint chosen by checkpoint.resume, apply it."""
+    path = mgr.resume_path()
+    if path is None:
+        return None
+    restored = mgr.load(path, training_state(model, opt))
+    apply_training_state(model, opt, restored.state)
+    return restored
 
 
 def test_round_trip_restores_weights_optimiser_rng_and_state(tmp_path):
@@ -68,7 +75,7 @@ def test_round_trip_restores_weights_optimiser_rng_and_state(tmp_path):
     other = CheckpointManager(
         CheckpointConfig(asynchronous=False), tmp_path, fingerprint={"global_batch_size": 8}
     )
-    restored = other.resume(model, opt)
+    restored = _resume(other, model, opt)
 
     assert (
         restored is not None
@@ -76,7 +83,7 @@ def test_round_trip_restores_weights_optimiser_rng_and_state(tmp_path):
         and restored.step == 4
         and restored.epoch == 1
     )
-    assert restored.shared == {"sched": {"last": 4}} and restored.per_rank == {"loader": {"pos": 4}}
+    assert restored.state["sched"] == {"last": 4} and restored.state["data"] == {"pos": 4}
     for k, v in model.state_dict().items():
         assert torch.equal(v, expected_params[k]), k
     for p, m in zip(model.parameters(), expected_momentum, strict=True):
@@ -97,7 +104,7 @@ def test_torn_checkpoints_are_skipped_for_the_previous_one(tmp_path):
     assert "marker" in inspect_checkpoint(step_dir(tmp_path, 6)).problem
     assert "bytes" in inspect_checkpoint(step_dir(tmp_path, 4)).problem
     assert mgr.resume_path() == step_dir(tmp_path, 2)
-    assert mgr.resume(model, opt).step == 2
+    assert _resume(mgr, model, opt).step == 2
 
     explicit = CheckpointConfig(asynchronous=False, resume=str(step_dir(tmp_path, 4)))
     with pytest.raises(CheckpointError, match=r"has .* bytes, the marker lists"):
@@ -119,7 +126,7 @@ def test_resume_refuses_changed_global_batch(tmp_path):
         CheckpointConfig(asynchronous=False), tmp_path, fingerprint={"global_batch_size": 16}
     )
     with pytest.raises(ResumeMismatchError, match=r"global_batch_size: checkpoint 8, now 16"):
-        changed.resume(model, opt)
+        _resume(changed, model, opt)
 
 
 def test_resume_refuses_a_world_size_change_with_an_explanation(tmp_path):
@@ -131,7 +138,7 @@ def test_resume_refuses_a_world_size_change_with_an_explanation(tmp_path):
     with pytest.raises(
         ResumeMismatchError, match=r"written by 4 ranks, this run has 1.*data-loader position"
     ):
-        mgr.resume(model, opt)
+        _resume(mgr, model, opt)
 
 
 def test_resume_never_refuses_a_folder_with_checkpoints(tmp_path):
@@ -154,16 +161,14 @@ def test_never_writes_a_checkpoint_with_nan_weights(tmp_path):
 
 def test_refuses_state_that_weights_only_load_could_not_read(tmp_path):
     model, opt, mgr = _setup(tmp_path)
-    with pytest.raises(
-        CheckpointError, match=r"per_rank\['loader'\]\['order'\] \(a numpy.ndarray\)"
-    ):
-        mgr.save(2, model, opt, shared={}, per_rank={"loader": {"order": np.arange(3)}})
+    with pytest.raises(CheckpointError, match=r"per_rank\['data'\]\['order'\] \(a numpy.ndarray\)"):
+        mgr.save(2, training_state(model, opt, data={"order": np.arange(3)}))
 
 
 def test_disabled_manager_writes_nothing(tmp_path):
     model, opt, _ = _setup(tmp_path)
     mgr = CheckpointManager(CheckpointConfig(enabled=False), tmp_path)
-    assert not mgr.should_save(1000) and not mgr.should_save(5, eval_epoch=True)
+    assert not mgr.due(1000)
     assert _save(mgr, 1000, model, opt) is None and not (tmp_path / "checkpoints").exists()
 
 
@@ -179,8 +184,11 @@ def test_async_save_is_a_snapshot_taken_when_save_returns(tmp_path):
     fresh, fresh_opt = _model(), None
     fresh_opt = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
     _train(fresh, fresh_opt, 1)
-    CheckpointManager(
+    loader = CheckpointManager(
         CheckpointConfig(asynchronous=False), tmp_path, fingerprint={"global_batch_size": 8}
-    ).load(path, fresh, fresh_opt)
+    )
+    apply_training_state(
+        fresh, fresh_opt, loader.load(path, training_state(fresh, fresh_opt)).state
+    )
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, expected[k]), k

@@ -17,7 +17,12 @@ def _worker(run_dir: Path, strategy: str) -> None:
 
     import torch
     import torch.distributed as dist
-    from ssd_train.checkpoint.manager import CheckpointConfig, CheckpointManager
+    from ssd_train.checkpoint.manager import (
+        CheckpointConfig,
+        CheckpointManager,
+        apply_training_state,
+        training_state,
+    )
     from torch import nn
 
     dist.init_process_group("gloo")
@@ -47,12 +52,13 @@ def _worker(run_dir: Path, strategy: str) -> None:
 
     mgr = CheckpointManager(CheckpointConfig(asynchronous=True), run_dir, fingerprint={"gb": 8})
     first = [step(i) for i in range(3)]
-    mgr.save(3, wrapped, opt, shared={"note": "x"}, per_rank={"pos": 3, "rank": rank})
+    mgr.save(3, training_state(wrapped, opt, note="x", data={"pos": 3, "rank": rank}))
     after = [step(i) for i in range(3, 6)]  # training goes on while the save is written
     mgr.wait()
-    restored = mgr.load(run_dir / "checkpoints" / "step-3", wrapped, opt)
+    restored = mgr.load(run_dir / "checkpoints" / "step-3", training_state(wrapped, opt))
+    apply_training_state(wrapped, opt, restored.state)
     replay = [step(i) for i in range(3, 6)]
-    out = {"first": first, "after": after, "replay": replay, "per_rank": restored.per_rank}
+    out = {"first": first, "after": after, "replay": replay, "per_rank": restored.state["data"]}
     (run_dir / f"result-{strategy}-rank{rank}.json").write_text(json.dumps(out))
     mgr.close()
     dist.barrier()

@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "harness", Path(__file__).with_name("test_checkpoint_harness.py")
-)
-h = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(h)
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_jobs():
-    yield
-    h.kill_leftovers()
+from . import _jobs as h
 
 
 @pytest.mark.slow

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+from ssd_train.report.compliance import check_log
 from ssd_train.report.config import MLPerfConfig
 from ssd_train.report.mlperf_log import (
     MLPerfHyperparameters,
@@ -51,9 +53,9 @@ def test_epoch_numbers_follow_nvidia_v07(tmp_path: Path) -> None:
     log = MLPerfLogger(tmp_path, MLPerfConfig(echo_stdout=False))
     start_run(log)
     log.block_start(first_epoch=0, epoch_count=40)
-    for epoch in range(40):
-        log.epoch_start(epoch, iteration=epoch * 129)
-        log.epoch_stop(epoch, iteration=(epoch + 1) * 129)
+    for epoch in range(40):  # NVIDIA's epoch e starts at iteration ceil(e * 14658 / 114)
+        log.epoch_start(epoch, iteration=math.ceil(epoch * 14658 / 114))
+        log.epoch_stop(epoch, iteration=math.ceil((epoch + 1) * 14658 / 114))
     log.block_stop()
     log.eval_result(0.1816, epochs_done=40)
     log.block_start(first_epoch=40, epoch_count=10)
@@ -66,7 +68,11 @@ def test_epoch_numbers_follow_nvidia_v07(tmp_path: Path) -> None:
         by_key.setdefault(r["key"], []).append(r)
     assert [r["metadata"]["epoch_num"] for r in by_key["epoch_start"]] == list(range(1, 41))
     assert [r["metadata"]["epoch_num"] for r in by_key["epoch_stop"]] == list(range(1, 41))
-    assert by_key["epoch_stop"][-1]["metadata"]["current_iter_num"] == 40 * 129
+    # NVIDIA dgxa100 result_0: epoch_start current_iter_num of 1-based epochs 1..11
+    starts = [r["metadata"]["current_iter_num"] for r in by_key["epoch_start"]]
+    assert starts[:11] == [0, 129, 258, 386, 515, 643, 772, 901, 1029, 1158, 1286]
+    stops = [r["metadata"]["current_iter_num"] for r in by_key["epoch_stop"]]
+    assert stops[:10] == starts[1:11]  # an epoch stops where the next one starts
     first, second = by_key["block_start"]
     assert (first["metadata"]["first_epoch_num"], first["metadata"]["epoch_count"]) == (1, 40)
     assert (second["metadata"]["first_epoch_num"], second["metadata"]["epoch_count"]) == (41, 10)
@@ -95,6 +101,7 @@ def test_header_keys_and_values(tmp_path: Path) -> None:
     assert values["submission_platform"] == "1xCPU"
     assert values["cache_clear"] is True
     assert values["opt_learning_rate_decay_boundary_epochs"] == [44, 55]
+    assert values["opt_learning_rate_decay_steps"] == [44, 55]  # as NVIDIA's log has it
     assert values["opt_base_learning_rate"] == 0.09
     assert values["model_bn_span"] == 114
     assert values["gradient_accumulation_steps"] == 1
@@ -172,11 +179,12 @@ def test_segments_never_overwrite(tmp_path: Path) -> None:
 
 
 def test_evaluation_blocks() -> None:
-    # v0.7 schedule: evaluate after 40, 50, 55, ... 80 epochs
-    evals = [40, 50, 55, 60, 65, 70, 75, 80]
+    # NVIDIA v0.7: evaluate after 40, 50, 55, ... 75 epochs; the last 5 epochs (to 80) unevaluated
+    evals = [40, 50, 55, 60, 65, 70, 75]
     assert evaluation_blocks(evals, 80) == [
         (0, 40), (40, 10), (50, 5), (55, 5), (60, 5), (65, 5), (70, 5), (75, 5)
     ]  # fmt: skip
+    assert evaluation_blocks([*evals, 80], 80) == evaluation_blocks(evals, 80)
     assert evaluation_blocks([2, 4], 5) == [(0, 2), (2, 2), (4, 1)]
     assert evaluation_blocks([40, 50], 60, start_epoch=45) == [(45, 5), (50, 10)]
 
@@ -203,3 +211,26 @@ def test_division_rules() -> None:
     assert resolve_division("open", real_dataset=True, hp=NVIDIA_DGXA100, target_map=0.23) == "open"
     with pytest.raises(ValueError, match=r"division=closed.*decay boundary epochs \[3, 4\]"):
         resolve_division("closed", real_dataset=True, hp=short, target_map=0.23)
+
+
+@pytest.mark.parametrize("ruleset", ["0.7.0", "1.0.0"])
+def test_closed_checker_accepts_nvidia_keys_and_iteration_metadata(
+    tmp_path: Path, ruleset: str
+) -> None:
+    # opt_learning_rate_decay_steps and current_iter_num are not in the closed_ssd rules:
+    # the official checker must still pass a closed log that carries them
+    log = MLPerfLogger(tmp_path, MLPerfConfig(echo_stdout=False))
+    start_run(log)
+    for first, count in ((0, 2), (2, 1)):
+        log.block_start(first_epoch=first, epoch_count=count)
+        for epoch in range(first, first + count):
+            log.epoch_start(epoch, iteration=math.ceil(epoch * 14658 / 114))
+            log.epoch_stop(epoch, iteration=math.ceil((epoch + 1) * 14658 / 114))
+        log.block_stop()
+        log.eval_result(0.1 if first == 0 else 0.235, first + count)
+    log.run_stop("success")
+    log.close()
+    keys = [r["key"] for r in records(tmp_path / "mlperf.log")]
+    assert keys.count("opt_learning_rate_decay_steps") == 1
+    ok, messages = check_log(tmp_path / "mlperf.log", ruleset, division="closed")
+    assert ok, messages

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from ssd_train.checkpoint.files import list_checkpoints
@@ -13,17 +10,7 @@ from ssd_train.resilience.nonfinite import NonFiniteSkipper, TooManyNonFiniteSte
 from torch import nn
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-_spec = importlib.util.spec_from_file_location(
-    "harness", Path(__file__).with_name("test_checkpoint_harness.py")
-)
-h = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(h)
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_jobs():
-    yield
-    h.kill_leftovers()
+from . import _jobs as h
 
 
 @pytest.mark.slow

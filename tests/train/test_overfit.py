@@ -73,7 +73,7 @@ def test_model_overfits_a_handful_of_synthetic_images(tmp_path: Path) -> None:
         autocast_dtype=dtype,
         grad_clip_norm=optim.grad_clip_norm,
     )
-    schedule = LRSchedule(base_lr=0.01, steps_per_epoch=1, warmup_iterations=20)
+    schedule = LRSchedule(base_lr=0.01, warmup_iterations=20)
     losses = []
     for i in range(STEPS):
         schedule.apply(optimizer, i)

@@ -5,7 +5,6 @@ SIGTERM through torchrun is tested with the real trainer in test_torchrun_traine
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -17,17 +16,7 @@ from pathlib import Path
 import pytest
 from ssd_train.checkpoint.files import inspect_checkpoint, list_checkpoints
 
-_spec = importlib.util.spec_from_file_location(
-    "harness", Path(__file__).with_name("test_checkpoint_harness.py")
-)
-h = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(h)
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_jobs():
-    yield
-    h.kill_leftovers()
+from . import _jobs as h
 
 
 def _start(run: Path, *args: str, nproc: int) -> subprocess.Popen:

@@ -65,7 +65,9 @@ def test_mlperf_preset_has_the_submission_values(name: str) -> None:
     # timed runs: no periodic or evaluation checkpoints
     assert s.checkpoint.every_steps is None and s.checkpoint.at_eval_epochs is False
     assert s.precision == "bf16" and s.compile is True and s.channels_last is True
-    hp = mlperf_hyperparameters(s, seed=1, world_size=ranks)
+    global_batch = s.global_batch_size(ranks)
+    base_lr = base_learning_rate(s.optim.lr_per_32, global_batch)
+    hp = mlperf_hyperparameters(s, seed=1, global_batch=global_batch, base_lr=base_lr)
     assert hp.global_batch_size == ranks * batch and hp.model_bn_span == batch
     assert mlperf_division(s, hp, synthetic_data=False) == "closed"
     assert mlperf_division(s, hp, synthetic_data=True) == "open"

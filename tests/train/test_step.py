@@ -1,4 +1,5 @@
-"""The one train step: micro-batch weighting, clipping, non-finite flag, loss composition, layouts."""
+"""The one train step: micro-batch weighting, clipping, non-finite flag, loss composition, layouts,
+tensor learning rates and the state-preserving warm-up."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from ssd_core.box_coder import encode
 from ssd_core.loss import SSDLoss
 from ssd_core.preprocess import normalize_images
 from ssd_train.benchmark import synthetic_batch
-from ssd_train.train_step import TrainStep
+from ssd_train.config import OptimConfig
+from ssd_train.lr_schedule import LRSchedule
+from ssd_train.optim import build_optimizer
+from ssd_train.train_step import StepOutput, TrainStep, ensure_momentum_buffers
 from torch import Tensor, nn
 
 A, C = 8732, 5
@@ -118,3 +122,98 @@ def test_images_reach_the_model_channels_last() -> None:
 def test_empty_step_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one micro-batch"):
         _step(ToyDetector())([])
+
+
+class BNDetector(ToyDetector):
+    """With BatchNorm: running statistics and ``num_batches_tracked`` change on every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return super().forward(self.bn(x))
+
+
+def _train(warm_up: bool, steps: int = 3) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = BNDetector()
+    opt = build_optimizer(model, OptimConfig(grad_clip_norm=None), CPU)
+    step = TrainStep(model, SSDLoss(), opt, device=CPU, grad_clip_norm=2.0)
+    schedule = LRSchedule(base_lr=0.05, warmup_iterations=2)
+    if warm_up:
+        step.warm_up(_batch(3, 99), micro_batches=2)
+    for i in range(steps):
+        schedule.apply(opt, i)
+        out = step([_batch(2, 10 + i), _batch(1, 20 + i)])
+    assert isinstance(out, StepOutput)
+    return model, opt
+
+
+def test_warm_up_leaves_training_bitwise_unchanged() -> None:
+    warm, warm_opt = _train(warm_up=True)
+    cold, cold_opt = _train(warm_up=False)
+    for (name, a), b in zip(warm.state_dict().items(), cold.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # weights, BN running stats, num_batches_tracked
+    for p, q in zip(warm.parameters(), cold.parameters(), strict=True):
+        assert torch.equal(
+            warm_opt.state[p]["momentum_buffer"], cold_opt.state[q]["momentum_buffer"]
+        )
+    assert warm.bn.num_batches_tracked.item() == 6  # 3 steps x 2 micro-batches, none from warm-up
+
+
+def test_warm_up_restores_the_state_it_changes() -> None:
+    torch.manual_seed(0)
+    model = BNDetector()
+    opt = build_optimizer(model, OptimConfig(), CPU)
+    lrs = [g["lr"] for g in opt.param_groups]
+    step = TrainStep(model, SSDLoss(), opt, device=CPU)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    step.warm_up(_batch(2, 1))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in model.parameters())
+    assert [g["lr"] for g in opt.param_groups] == lrs  # the same tensor objects
+    assert all(float(g["lr"]) == 0.0 for g in opt.param_groups)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(float(s["momentum_buffer"].abs().sum()) == 0 for s in opt.state.values())
+
+
+def test_learning_rate_is_a_device_tensor_filled_by_the_schedule() -> None:
+    torch.manual_seed(0)
+    model = ToyDetector()
+    opt = build_optimizer(model, OptimConfig(momentum=0.0, weight_decay=0.0), CPU)
+    lr = opt.param_groups[0]["lr"]
+    assert isinstance(lr, Tensor) and lr.dim() == 0 and lr.device == CPU
+    LRSchedule(base_lr=0.25).apply(opt, 0)
+    assert opt.param_groups[0]["lr"] is lr and float(lr) == 0.25
+    before = [p.detach().clone() for p in model.parameters()]
+    step = TrainStep(model, SSDLoss(), opt, device=CPU)
+    step([_batch(2, 7)])
+    grads = torch.autograd.grad(  # plain SGD by hand: p - lr * grad at the old weights
+        _reference_loss(before, _batch(2, 7)), before
+    )
+    for p, q, g in zip(model.parameters(), before, grads, strict=True):
+        torch.testing.assert_close(p.detach(), q - 0.25 * g, rtol=1e-5, atol=1e-7)
+
+
+def _reference_loss(params: list[Tensor], batch) -> Tensor:
+    weight, bias = (t.requires_grad_() for t in params)
+    x = normalize_images(batch.images).mean(dim=(2, 3))
+    out = torch.nn.functional.linear(x, weight, bias).view(x.shape[0], A, 4 + C)
+    loc_t, lab_t = encode(batch.boxes, batch.labels)
+    return SSDLoss()(out[..., :4], out[..., 4:], loc_t, lab_t).total
+
+
+def test_zero_momentum_buffers_give_the_first_sgd_step() -> None:
+    torch.manual_seed(0)
+    a, b = ToyDetector(), ToyDetector()
+    b.load_state_dict(a.state_dict())
+    opts = [build_optimizer(m, OptimConfig(), CPU) for m in (a, b)]
+    ensure_momentum_buffers(opts[0])
+    for opt, model in zip(opts, (a, b), strict=True):
+        LRSchedule(base_lr=0.1).apply(opt, 0)
+        TrainStep(model, SSDLoss(), opt, device=CPU)([_batch(2, 3)])
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)

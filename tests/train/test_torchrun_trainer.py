@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -14,17 +13,7 @@ from pathlib import Path
 import pytest
 from ssd_train.checkpoint.files import list_checkpoints
 
-_spec = importlib.util.spec_from_file_location(
-    "harness", Path(__file__).with_name("test_checkpoint_harness.py")
-)
-h = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(h)
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_jobs():
-    yield
-    h.kill_leftovers()
+from . import _jobs as h
 
 
 def _args(run: Path, cache: Path, max_steps: int) -> list[str]:

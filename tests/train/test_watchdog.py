@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from ssd_train.resilience.config import WatchdogConfig
 from ssd_train.resilience.watchdog import StepWatchdog
 
-_spec = importlib.util.spec_from_file_location(
-    "harness", Path(__file__).with_name("test_checkpoint_harness.py")
-)
-h = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(h)
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_jobs():
-    yield
-    h.kill_leftovers()
+from . import _jobs as h
 
 
 def _stuck_in_a_very_recognisable_place(seconds: float) -> None:

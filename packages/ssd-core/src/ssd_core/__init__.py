@@ -2,5 +2,36 @@
 
 Pure tensor code (no I/O beyond reading backbone weights, no torch.distributed). Modules:
 ``anchors``, ``preprocess``, ``backbone``, ``model``, ``box_coder``, ``loss``, ``postprocess``,
-``config``, ``build``.
+``config``, ``build``. The public names below are importable from the package itself
+(``from ssd_core import SSD300``); they load lazily, so importing ``ssd_core.config`` alone stays
+cheap.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Detections": "ssd_core.postprocess",
+    "Detector": "ssd_core.build",
+    "ModelConfig": "ssd_core.config",
+    "PostProcessor": "ssd_core.postprocess",
+    "SSD300": "ssd_core.model",
+    "SSDLoss": "ssd_core.loss",
+    "SSDLossOutput": "ssd_core.loss",
+    "build_detector": "ssd_core.build",
+    "decode": "ssd_core.box_coder",
+    "default_boxes": "ssd_core.anchors",
+    "encode": "ssd_core.box_coder",
+    "forward_normalized": "ssd_core.preprocess",
+    "normalize_images": "ssd_core.preprocess",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ssd_core' has no attribute {name!r}")

@@ -19,8 +19,11 @@ class Detector(NamedTuple):
 
 
 def build_detector(cfg: ModelConfig) -> Detector:
-    """Build SSD300 (loading backbone weights as configured), SSDLoss and PostProcessor."""
-    model = SSD300(num_classes=cfg.num_classes, backbone_weights=cfg.backbone_weights)
+    """Build SSD300 (loading backbone weights as configured), SSDLoss and PostProcessor.
+
+    ``cfg.num_classes`` unset means COCO's 81 (the trainer sets it from the dataset first).
+    """
+    model = SSD300(num_classes=cfg.num_classes or 81, backbone_weights=cfg.backbone_weights)
     postprocessor = PostProcessor(
         score_threshold=cfg.score_threshold,
         nms_iou_threshold=cfg.nms_iou_threshold,

@@ -12,7 +12,14 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    num_classes: int = Field(81, ge=2, description="classes including background 0 (81 for COCO)")
+    num_classes: int | None = Field(
+        None,
+        ge=2,
+        description=(
+            "classes including the background (81 for COCO); unset = the dataset's categories + 1,"
+            " a value is checked against the dataset"
+        ),
+    )
     backbone_weights: str | None = Field(
         "imagenet",
         description=(
@@ -24,8 +31,22 @@ class ModelConfig(BaseModel):
     nms_iou_threshold: float = Field(0.5, gt=0.0, le=1.0, description="per-class NMS IoU")
     topk_per_class: int = Field(200, ge=1, description="candidates per class before NMS")
     max_detections: int = Field(200, ge=1, description="detections per image after NMS (K)")
-    nms_backend: Literal["greedy", "torchvision"] = Field(
-        "greedy", description="greedy = fixed-shape, sync-free NMS; torchvision = ops.batched_nms"
+    nms_backend: Literal["matrix", "greedy", "torchvision_single", "torchvision"] = Field(
+        "matrix",
+        description=(
+            "how overlapping detections are removed at evaluation (all give the same result): "
+            "matrix = all overlaps of each image and class at once, a few big steps (default); "
+            "greedy = one small step per candidate rank (~200); torchvision_single = one "
+            "torchvision.ops.nms call for the whole batch; torchvision = ops.batched_nms"
+        ),
+    )
+    encode_dtype: Literal["float32", "float64"] = Field(
+        "float32",
+        description=(
+            "number format of the ground-truth-to-anchor overlap table built in every training "
+            "step; float32 halves its memory and matches anchors exactly as float64 (the "
+            "reference's) does, because close calls are re-checked in float64"
+        ),
     )
 
     @field_validator("backbone_weights", mode="before")

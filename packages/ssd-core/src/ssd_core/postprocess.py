@@ -2,10 +2,18 @@
 
 Same detections as the MLPerf reference ``Encoder.decode_batch`` (spec section 4), vectorised over
 the batch and all classes with fixed shapes: every (image, class) keeps its ``topk_per_class``
-best candidates in a [N, C-1, k] block, greedy NMS walks the k ranks once for all blocks at the
-same time (:func:`greedy_nms`), and one ``topk`` per image picks the final detections. No host
-sync, no data-dependent shapes. ``nms_backend="torchvision"`` uses ``torchvision.ops.batched_nms``
-instead (same result; it falls back to a per-group loop on big inputs, which is slow).
+best candidates in a [N, C-1, k] block, NMS runs for all blocks at the same time, and one ``topk``
+per image picks the final detections. NMS backends (``nms_backend``), all giving the reference's
+greedy result:
+
+- ``"matrix"`` (default, :func:`matrix_nms`): the [k, k] IoU matrix of every block at once, then
+  greedy NMS solved as a fixed point (a handful of whole-batch steps, one host sync per 4 steps);
+- ``"greedy"`` (:func:`greedy_nms`): one step per candidate rank (k steps of ~15 small kernels),
+  no host sync at all;
+- ``"torchvision_single"`` (:func:`torchvision_single_nms`): one ``torchvision.ops.nms`` call over
+  the valid candidates of the whole batch, blocks kept apart by float64 coordinate offsets (its
+  IoUs are float64, so a pair whose float32 IoU rounds onto the threshold may differ);
+- ``"torchvision"``: ``torchvision.ops.batched_nms`` (a per-class loop on big inputs, slow).
 """
 
 from __future__ import annotations
@@ -101,6 +109,95 @@ def _torchvision_keep(boxes: Tensor, valid: Tensor, threshold: float) -> Tensor:
     return keep.view(g, k)
 
 
+def _suppression_matrix(boxes: Tensor, iou_threshold: float, chunk: int) -> Tensor:
+    """bool [G, K, K]: ``[g, j, i]`` = box ``i`` ranks before box ``j`` and would suppress it.
+
+    IoUs are computed exactly as :func:`greedy_nms` does (``inter / (area_j + area_i - inter)``
+    in the boxes' dtype), ``chunk`` groups at a time to bound the float temporaries.
+    """
+    g, k, _ = boxes.shape
+    earlier = torch.ones(k, k, dtype=torch.bool, device=boxes.device).tril(diagonal=-1)  # i < j
+    out = torch.empty(g, k, k, dtype=torch.bool, device=boxes.device)
+    for s in range(0, g, chunk):
+        b = boxes[s : s + chunk]
+        left, top, right, bottom = (c.unsqueeze(2) for c in b.unbind(dim=-1))  # [g, K(j), 1]
+        area = (right - left) * (bottom - top)
+        t = lambda c: c.transpose(1, 2)  # noqa: E731  [g, 1, K(i)]
+        inter = torch.minimum(right, t(right)).sub_(torch.maximum(left, t(left))).clamp_(min=0)
+        inter_h = torch.minimum(bottom, t(bottom)).sub_(torch.maximum(top, t(top))).clamp_(min=0)
+        inter.mul_(inter_h)
+        del inter_h
+        iou = inter / (area + t(area)).sub_(inter)
+        torch.logical_and(~(iou < iou_threshold), earlier, out=out[s : s + chunk])
+    return out
+
+
+def matrix_nms(boxes: Tensor, valid: Tensor, iou_threshold: float, check_every: int = 4) -> Tensor:
+    """Greedy NMS (same contract and result as :func:`greedy_nms`) without a loop over the ranks.
+
+    With ``S[j, i]`` = "box i ranks before j and overlaps it with IoU >= threshold", greedy NMS
+    keeps exactly the fixed point of ``keep[j] = valid[j] and not any_i(keep[i] and S[j, i])``
+    (unique: rank j depends only on earlier ranks). Iterating from ``keep = valid`` reaches it
+    after (longest suppression chain + 1) whole-batch steps, at most K; convergence is checked
+    with one host sync every ``check_every`` steps.
+
+    Args:
+        boxes: float [G, K, 4] ltrb, sorted by score within each group.
+        valid: bool [G, K], candidates taking part.
+        iou_threshold: suppression threshold (IoU >= it suppresses).
+        check_every: steps between convergence checks.
+
+    Returns:
+        bool [G, K] keep mask.
+    """
+    k = boxes.shape[1]
+    chunk = max(1, (64 * 2**20) // (k * k * 4 * 3))  # ~64 MiB of float temporaries at a time
+    suppresses = _suppression_matrix(boxes, iou_threshold, chunk)
+    suppresses &= valid.unsqueeze(1)  # invalid boxes suppress nothing
+    keep = valid
+    for _ in range(0, k + 1, check_every):
+        new = keep
+        for _ in range(check_every):
+            new = valid & ~(suppresses & new.unsqueeze(1)).any(dim=2)
+        if torch.equal(new, keep):
+            break
+        keep = new
+    return keep
+
+
+def torchvision_single_nms(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
+    """Same contract as :func:`greedy_nms`: one ``torchvision.ops.nms`` call for all groups (syncs).
+
+    The valid candidates of all groups are shifted apart by ``group * span`` in float64 (exact
+    for float32 inputs of moderate size) so that boxes of different groups never overlap; the
+    score passed to torchvision is minus the rank. IoUs are then float64, not float32.
+    """
+    g, k, _ = boxes.shape
+    index = valid.reshape(-1).nonzero().squeeze(1)
+    keep = torch.zeros(g * k, dtype=torch.bool, device=boxes.device)
+    if index.numel() == 0:
+        return keep.view(g, k)
+    cand = boxes.reshape(-1, 4)[index].double()
+    span = (cand.max() - cand.min()).clamp(min=0) + 1.0
+    cand = cand + ((index // k).double() * span).unsqueeze(1)
+    rank_scores = -(index % k).double()
+    threshold = torch.nextafter(
+        torch.tensor(iou_threshold, dtype=torch.float64), torch.tensor(-1.0, dtype=torch.float64)
+    ).item()  # torchvision suppresses IoU > t; the reference IoU >= threshold
+    kept = torchvision.ops.nms(cand, rank_scores, threshold)
+    keep[index[kept]] = True
+    return keep.view(g, k)
+
+
+_NMS = {
+    "matrix": matrix_nms,
+    "greedy": greedy_nms,
+    "torchvision_single": torchvision_single_nms,
+    "torchvision": _torchvision_keep,
+}
+NmsBackend = Literal["matrix", "greedy", "torchvision_single", "torchvision"]
+
+
 class PostProcessor:
     """Turn raw SSD outputs into per-image detections.
 
@@ -113,7 +210,8 @@ class PostProcessor:
         nms_iou_threshold: NMS IoU threshold (0.5).
         topk_per_class: candidates per class before NMS (200).
         max_detections: K, detections per image after NMS (200).
-        nms_backend: ``"greedy"`` (fixed-shape, sync-free, default) or ``"torchvision"``.
+        nms_backend: ``"matrix"`` (default), ``"greedy"``, ``"torchvision_single"`` or
+            ``"torchvision"`` (see the module docstring).
     """
 
     def __init__(
@@ -122,11 +220,11 @@ class PostProcessor:
         nms_iou_threshold: float = 0.5,
         topk_per_class: int = 200,
         max_detections: int = 200,
-        nms_backend: Literal["greedy", "torchvision"] = "greedy",
+        nms_backend: NmsBackend = "matrix",
     ) -> None:
-        if nms_backend not in ("greedy", "torchvision"):
+        if nms_backend not in _NMS:
             raise ValueError(
-                f"PostProcessor: nms_backend must be 'greedy' or 'torchvision', got {nms_backend!r}"
+                f"PostProcessor: nms_backend must be one of {sorted(_NMS)}, got {nms_backend!r}"
             )
         self.score_threshold = score_threshold
         self.nms_iou_threshold = nms_iou_threshold
@@ -164,7 +262,7 @@ class PostProcessor:
         # A diverged model can decode to inf/NaN boxes (exp overflow): such candidates are dropped
         # rather than handed to the evaluator (finite inputs are unaffected).
         valid = valid & torch.isfinite(cand_boxes).all(dim=-1).view_as(valid)
-        nms = greedy_nms if self.nms_backend == "greedy" else _torchvision_keep
+        nms = _NMS[self.nms_backend]
         keep = nms(
             cand_boxes.view(n * (c - 1), k, 4), valid.view(n * (c - 1), k), self.nms_iou_threshold
         )

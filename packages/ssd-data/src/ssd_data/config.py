@@ -54,8 +54,10 @@ class DataConfig(BaseModel):
     augment_impl: Literal["fast", "reference"] = Field(
         "fast",
         description=(
-            "'fast': crop/flip on arrays, torch uint8 antialiased resize, colour jitter fused into "
-            "one affine pass; 'reference': the reference's PIL + torchvision-functional ops"
+            "'fast': the reference's PIL crop, flip and bilinear resize (JPEG draft decoding when "
+            "the image is at least twice the needed size), colour jitter fused into one PIL "
+            "colour-matrix pass; 'reference': PIL crop/flip/resize + the four torchvision "
+            "functional colour ops, as the MLPerf reference"
         ),
     )
     train_crowd_boxes: bool = Field(

@@ -5,9 +5,10 @@ thread or process workers, in order) -> Batcher -> Mapper (collate to fixed shap
 PinMemory (when CUDA is available) -> Prefetcher -> Loader.
 
 Every sample's random stream is a function of (seed, epoch, position in the epoch), so batches
-do not depend on worker count, worker type or scheduling. That makes the resume state small
-and exact: ``{"epoch", "batches_done", ...}``; resuming restarts the sampler at the next
-position instead of replaying torchdata snapshots, so a resumed run may even change
+do not depend on worker count, worker type or scheduling. Training is one endless stream of
+epochs that never drops a sample (NVIDIA v0.7; see :mod:`ssd_data.sampler`), so the resume
+state is small and exact: ``{"batches_done", ...}``; resuming restarts the sampler at the next
+stream position instead of replaying torchdata snapshots, so a resumed run may even change
 num_workers, worker_type or prefetch and still gets the very same batches.
 """
 
@@ -28,12 +29,12 @@ from ssd_data.batch import EvalBatch, EvalCollate, TrainBatch, TrainCollate
 from ssd_data.coco import CocoIndex
 from ssd_data.config import DataConfig
 from ssd_data.errors import DataError
-from ssd_data.sampler import ShardSampler
+from ssd_data.sampler import EpochClock, ShardSampler, StreamSampler
 from ssd_data.samples import EvalSampleFn, Event, TrainSampleFn
 
 log = logging.getLogger(__name__)
 _LOGGED_PER_KIND = 20  # events of one kind logged one by one; after that only counted
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: one endless stream (batches_done over the run); 1: per-epoch
 
 
 def _require(path: Path | None, name: str) -> Path:
@@ -132,7 +133,14 @@ class _EventLog:
 
 
 class TrainLoader:
-    """Training batches of one rank (see :func:`build_train_loader`)."""
+    """Training batches of one rank: one endless stream of epochs (see :func:`build_train_loader`).
+
+    ``shard_size`` S = ``num_samples // world_size`` images of each epoch per rank (the rest of
+    an epoch's permutation is left out, as NVIDIA's reader does); ``batch_size`` B; batch ``b``
+    holds this rank's stream samples ``b*B .. b*B + B - 1``, so a batch may straddle two
+    epochs, and every epoch is exactly one permutation of the rank's shard. ``batches_done``
+    counts the batches yielded over the whole run; ``iter(loader)`` continues there.
+    """
 
     def __init__(
         self,
@@ -153,15 +161,17 @@ class TrainLoader:
             seed,
         )
         self.num_samples = index.num_images
-        self._steps = self.num_samples // world_size // cfg.batch_size
-        if self._steps == 0:
+        self.batch_size = cfg.batch_size
+        self.shard_size = self.num_samples // world_size
+        if self.shard_size < cfg.batch_size:
             raise DataError(
-                f"{index.path}: {self.num_samples} training images are fewer than one batch per "
-                f"rank (batch_size {cfg.batch_size} x world_size {world_size}); lower data.batch_size"
+                f"{index.path}: {self.num_samples} training images over world_size {world_size} "
+                f"ranks give each rank {self.shard_size} images per epoch, fewer than one batch "
+                f"per rank (data.batch_size {cfg.batch_size}); lower data.batch_size or use "
+                "fewer ranks"
             )
-        self._sampler = ShardSampler(
-            self.num_samples, rank, world_size, self._steps * cfg.batch_size, seed, shuffle=True
-        )
+        self.clock = EpochClock(self.shard_size, cfg.batch_size)
+        self._sampler = StreamSampler(self.num_samples, rank, world_size, self.shard_size, seed)
         map_fn = TrainSampleFn(
             index=index,
             image_dir=image_dir,
@@ -178,46 +188,51 @@ class TrainLoader:
         )
         hint = "replaced by another image (data.bad_image_policy=skip)"
         self._events = _EventLog("training", hint)
-        self._epoch = 0
-        self._batches_done = 0  # of self._epoch
+        self.batches_done = 0  # batches yielded over the whole run (all epochs)
         self._images = 0
+        self._generation = 0  # bumped by every iter(): older iterators stop
 
-    def __len__(self) -> int:
-        """Steps per epoch (every rank the same; the remainder of the epoch is dropped)."""
-        return self._steps
+    def epoch_start_batch(self, epoch: int) -> int:
+        """The 0-based batch at which 0-based ``epoch`` starts: ``ceil(epoch*S / B)``."""
+        return self.clock.epoch_start_batch(epoch)
 
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """The next iteration runs epoch ``epoch`` (its own shuffle). A loaded mid-epoch state
-        for the same epoch is kept, so ``load_state_dict(sd); set_epoch(sd epoch)`` resumes."""
-        if epoch != self._epoch:
-            self._epoch, self._batches_done = epoch, 0
+    def epoch_of_batch(self, batch: int) -> int:
+        """The 0-based epoch of batch ``batch``'s first image: ``(batch*B) // S``."""
+        return self.clock.epoch_of_batch(batch)
 
     def __iter__(self) -> Iterator[TrainBatch]:
-        start = self._batches_done if self._batches_done < self._steps else 0
-        self._batches_done = start
-        self._sampler.epoch = self._epoch
-        self._sampler.start = start * self.cfg.batch_size
+        """Endless batches from batch ``batches_done`` on (the caller stops iterating).
+
+        A new ``iter()`` continues at ``batches_done``: batches prefetched but not consumed
+        are discarded and made again (a batch is a pure function of its stream position);
+        an older iterator of this loader then stops."""
+        self._generation += 1
+        start = self.batches_done
+        self._sampler.start = start * self.batch_size
         if start:
             log.info(
-                "resuming training data of epoch %d at batch %d/%d", self._epoch, start, self._steps
+                "training data continues at batch %d (epoch %d)", start, self.epoch_of_batch(start)
             )
-        for batch, events in self._loader:
+        _collect_before_fork(self.cfg)
+        return self._batches(iter(self._loader), self._generation)  # resets the graph now
+
+    def _batches(self, it: Iterator[Any], generation: int) -> Iterator[TrainBatch]:
+        while generation == self._generation:
+            try:
+                batch, events = next(it)
+            except StopIteration:  # the stream is endless; only a closed loader gets here
+                return
             self._events.record(events)
-            self._batches_done += 1
+            self.batches_done += 1
             self._images += len(batch.image_ids)
             yield batch
 
     def state_dict(self) -> dict[str, Any]:
-        """Position in the epoch and counters; plain ints (fits any checkpoint format)."""
+        """Position in the stream and counters; plain ints (fits any checkpoint format)."""
         return {
             "version": _STATE_VERSION,
-            "epoch": self._epoch,
-            "batches_done": self._batches_done,
-            "batch_size": self.cfg.batch_size,
+            "batches_done": self.batches_done,
+            "batch_size": self.batch_size,
             "world_size": self.world_size,
             "seed": self.seed,
             "num_samples": self.num_samples,
@@ -225,36 +240,39 @@ class TrainLoader:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue where ``state`` was taken: the next iteration yields exactly the batches an
-        uninterrupted loader would have yielded after it (same seed, data, batch size, world
-        size; with another batch size or world size it resumes at the first batch that repeats
-        no image of the interrupted epoch)."""
-        if int(state.get("version", -1)) != _STATE_VERSION:
-            raise DataError(f"unknown training-data state version {state.get('version')!r}")
-        for key, mine in (("seed", self.seed), ("num_samples", self.num_samples)):
-            if int(state[key]) != mine:
-                raise DataError(
-                    f"the training-data state was saved with {key}={state[key]} but this run has "
-                    f"{key}={mine}: resume with the same seed and dataset, or start a new run"
-                )
-        done = int(state["batches_done"])
-        old_b, old_w = int(state["batch_size"]), int(state["world_size"])
-        if (old_b, old_w) != (self.cfg.batch_size, self.world_size):
-            consumed = done * old_b * old_w
-            done = math.ceil(consumed / (self.cfg.batch_size * self.world_size))
-            log.warning(
-                "batch size x world size changed from %dx%d to %dx%d: resuming epoch %d at batch %d",
-                old_b,
-                old_w,
-                self.cfg.batch_size,
-                self.world_size,
-                int(state["epoch"]),
-                done,
+        """Continue where ``state`` was taken: the next ``iter()`` yields exactly the batches an
+        uninterrupted loader would have yielded after it. The state must come from a loader
+        with the same batch size, world size, seed and dataset (image count); otherwise
+        :class:`DataError` names what differs."""
+        version = state.get("version")
+        if version != _STATE_VERSION:
+            raise DataError(
+                f"the training-data state has version {version!r}, this loader reads version "
+                f"{_STATE_VERSION} (one endless stream of epochs); a checkpoint of an older "
+                "version cannot be resumed exactly: start a new run"
             )
-        self._epoch, self._batches_done = int(state["epoch"]), done
+        differs = [
+            f"{key}={state.get(key)} but this run has {key}={mine}"
+            for key, mine in (
+                ("batch_size", self.batch_size),
+                ("world_size", self.world_size),
+                ("seed", self.seed),
+                ("num_samples", self.num_samples),
+            )
+            if state.get(key) is None or int(state[key]) != mine
+        ]
+        if differs:
+            raise DataError(
+                f"the training-data state was saved with {'; '.join(differs)}: resume with the "
+                "same data.batch_size, world size, seed and dataset, or start a new run"
+            )
+        self.batches_done = int(state["batches_done"])
         stats = state.get("stats", {})
         self._images = int(stats.get("images", 0))
-        self._events.counts.update({k: int(v) for k, v in stats.items() if k != "images"})
+        self._events.counts.clear()
+        self._events.counts.update(
+            {k: int(v) for k, v in stats.items() if k != "images" and not k.startswith("index_")}
+        )
 
     def stats(self) -> dict[str, int]:
         """Counters: images yielded, bad_image (unreadable files replaced), dropped_boxes
@@ -266,7 +284,7 @@ class TrainLoader:
         return out
 
     def close(self) -> None:
-        """Stop the worker threads/processes now (they also stop at the end of each epoch)."""
+        """Stop the worker threads/processes now (the stream is endless: call it when done)."""
         _shutdown(self._loader)
 
 
@@ -316,8 +334,10 @@ def build_train_loader(cfg: DataConfig, rank: int, world_size: int, seed: int) -
     """Training loader of rank ``rank`` of ``world_size``: annotated images of
     ``cfg.train_annotations``, shuffled per epoch from ``seed``, MLPerf augmentation.
 
-    ``len(loader)`` steps per epoch; ``loader.set_epoch(e)`` then ``for batch in loader``
-    yields :class:`~ssd_data.batch.TrainBatch`; ``loader.num_samples`` is the global image count.
+    ``for batch in loader`` yields :class:`~ssd_data.batch.TrainBatch` endlessly (epochs of
+    ``loader.shard_size`` images per rank, batches straddling epoch boundaries); see
+    :class:`TrainLoader` for the clock (``epoch_start_batch``, ``epoch_of_batch``,
+    ``batches_done``) and resume; ``loader.num_samples`` is the global image count.
     """
     annotations = _require(cfg.train_annotations, "train_annotations")
     image_dir = _check_dir(_require(cfg.train_images, "train_images"), "train_images")

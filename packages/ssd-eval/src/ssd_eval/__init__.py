@@ -16,9 +16,13 @@ _EXPORTS = {
     "EvalConfig": "ssd_eval.config",
     "EvalResult": "ssd_eval.result",
     "EvaluationError": "ssd_eval.evaluator",
+    "GroundTruth": "ssd_eval.groundtruth",
+    "GroundTruthError": "ssd_eval.groundtruth",
+    "LabelMapError": "ssd_eval.labels",
     "format_summary": "ssd_eval.summary",
     "label_to_category_id": "ssd_eval.labels",
     "load_ground_truth": "ssd_eval.groundtruth",
+    "read_json": "ssd_eval.groundtruth",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,13 +16,13 @@ from ssd_train.settings import Settings, SettingsLoadError, load_settings
 
 def _input_errors() -> tuple[type[Exception], ...]:
     """Errors whose message already says which file or setting is wrong and what to do."""
-    from ssd_data.errors import DataError
-    from ssd_eval.groundtruth import GroundTruthError
-    from ssd_eval.labels import LabelMapError
+    from ssd_data import DataError
+    from ssd_eval import GroundTruthError, LabelMapError
 
     from ssd_train.checkpoint.manager import CheckpointError
+    from ssd_train.default_job import DatasetClassesError
 
-    return (DataError, GroundTruthError, LabelMapError, CheckpointError)
+    return (DataError, GroundTruthError, LabelMapError, CheckpointError, DatasetClassesError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

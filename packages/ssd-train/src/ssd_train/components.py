@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from ssd_core.build import build_detector
+from ssd_core import build_detector
 from torch import nn
 
 from ssd_train.distributed import DistributedContext, wrap_model
@@ -91,6 +91,7 @@ def build_components(settings: Settings, ctx: DistributedContext) -> Components:
         channels_last=settings.channels_last,
         grad_clip_norm=settings.optim.grad_clip_norm,
         compile=compiled,
+        compile_mode=settings.compile_mode,
     )
     return Components(
         wrapped, eval_model, criterion, postprocessor, optimizer, step, autocast_dtype, compiled

@@ -84,12 +84,12 @@ class ScheduleConfig(_Section):
     decay_factor: float = Field(0.1, gt=0, le=1, description="LR multiplier at each decay epoch.")
     eval_epochs: list[int] = Field(
         default_factory=lambda: [2],
-        description="Evaluate after these epochs (1-based count of finished epochs; MLPerf: [40, 50, 55]).",
+        description="Evaluate after these epochs (1-based count of finished epochs; the MLPerf presets, as NVIDIA v0.7: [40, 50, 55, 60, 65, 70, 75]).",
     )
     eval_interval: int = Field(
         1,
         ge=0,
-        description="After the last of eval_epochs, evaluate every this many epochs (MLPerf: 5; 0 = never).",
+        description="After the last of eval_epochs, evaluate every this many epochs (0 = never; the MLPerf presets list every evaluation epoch and use 0).",
     )
     target_map: float = Field(
         0.23,
@@ -149,6 +149,13 @@ class BenchmarkConfig(_Section):
     )
     boxes_per_image: int = Field(
         8, ge=1, description="Random ground-truth boxes per synthetic image (rest is padding)."
+    )
+    json_path: Path | None = Field(
+        None,
+        alias="json",
+        description="Also write the result as JSON to this file (--benchmark.json FILE): img_per_s, step_ms,"
+        " graph_breaks, graphs, recompiles, peak_memory_bytes, peak_memory_kind, device, precision,"
+        " compile_mode, batch_size, world_size.",
     )
 
 

@@ -1,9 +1,10 @@
-"""The default job: with no dataset configured, train on a cached synthetic COCO-format dataset.
+"""Which dataset a run uses, and its class count: the configured one, or the default job's.
 
 ``uv run ssd-train`` with ``data.root`` unset generates (once) ``ssd_data``'s synthetic dataset
 under ``synthetic.cache_dir/synthetic-<difficulty>-<train>-<val>-s<seed>-<categories>`` and
-points ``data`` at it, with ``model.num_classes`` set to the categories the jsons list + 1; the run
-then logs the open division. With torchrun, local rank 0 draws the images and the
+points ``data`` at it; the run then logs the open division. Either way ``model.num_classes`` comes
+from one source, the validation json's categories (+ 1 for the background), before any model is
+built; a ``model.num_classes`` setting is only checked against it. With torchrun, local rank 0 draws the images and the
 other local ranks wait for its marker file. This happens before the MLPerf init phase: preparing
 a dataset is not part of a timed run.
 """
@@ -14,9 +15,8 @@ import os
 import time
 from pathlib import Path
 
-from ssd_data.config import DataConfig
-from ssd_data.synthetic import MARKER_NAME, generate_synthetic_coco
-from ssd_data.synthetic_presets import resolve_difficulty
+from ssd_data import DataConfig, generate_synthetic_coco
+from ssd_data.synthetic import MARKER_NAME
 
 from ssd_train.settings import Settings
 
@@ -38,7 +38,7 @@ def prepare_dataset(settings: Settings, *, progress: bool = True) -> tuple[Setti
     """
     data = settings.data
     if data.root is not None or data.train_annotations is not None:
-        return settings, False
+        return with_dataset_classes(settings), False
     root = synthetic_root(settings)
     syn = settings.synthetic
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
@@ -64,11 +64,42 @@ def prepare_dataset(settings: Settings, *, progress: bool = True) -> tuple[Setti
                 raise TimeoutError(f"local rank 0 did not finish the synthetic dataset in {root}")
             time.sleep(1.0)
     new_data = DataConfig.model_validate({**data.model_dump(exclude={"root"}), "root": root})
-    num_classes = synthetic_num_classes(syn.difficulty, syn.categories)
-    model = settings.model.model_copy(update={"num_classes": num_classes})
-    return settings.model_copy(update={"data": new_data, "model": model}), True
+    return with_dataset_classes(settings.model_copy(update={"data": new_data})), True
 
 
-def synthetic_num_classes(difficulty: str, categories: str) -> int:
-    """C of the synthetic dataset: the categories its jsons list, + 1 for the background."""
-    return 81 if categories == "all" else len(resolve_difficulty(difficulty).category_ids) + 1
+def dataset_num_classes(annotations: Path) -> int:
+    """C of a COCO-format dataset: the categories its json lists, + 1 for the background."""
+    from ssd_eval import GroundTruthError, read_json
+
+    dataset = read_json(Path(annotations), GroundTruthError, "annotation file")
+    categories = dataset.get("categories") if isinstance(dataset, dict) else None
+    if not isinstance(categories, list) or not categories:
+        raise GroundTruthError(
+            f"{annotations}: no 'categories' list; a COCO-format json lists its categories"
+        )
+    return len(categories) + 1
+
+
+def with_dataset_classes(settings: Settings) -> Settings:
+    """``settings`` with ``model.num_classes`` from the validation json (the one source of C).
+
+    Raises:
+        ValueError: ``model.num_classes`` was set and differs from the dataset's count.
+    """
+    annotations = settings.data.val_annotations
+    if annotations is None:
+        return settings
+    found = dataset_num_classes(annotations)
+    wanted = settings.model.num_classes
+    if wanted is not None and wanted != found:
+        raise DatasetClassesError(
+            f"{annotations} lists {found - 1} categories (C = {found} with the background) but"
+            f" model.num_classes = {wanted}: set --model.num-classes {found}, or leave it unset to"
+            " take it from the dataset"
+        )
+    model = settings.model.model_copy(update={"num_classes": found})
+    return settings.model_copy(update={"model": model})
+
+
+class DatasetClassesError(ValueError):
+    """The model's class count differs from the dataset's (an input error: exit 2)."""

@@ -5,7 +5,8 @@
 * :func:`broadcast_seed` draws the master seed on rank 0 and shares it;
 * :func:`average_bn_statistics` all-reduces BatchNorm running statistics before evaluation (spec 8);
 * :func:`wrap_model` applies DDP (default) or FSDP2 ``fully_shard``;
-* :func:`broadcast_object` shares a picklable value from rank 0 (evaluation results, stop decisions).
+* :func:`broadcast_object` shares a picklable value from rank 0 (evaluation results, stop decisions);
+* :func:`set_collective_timeout` switches between the start-up and the training timeout.
 Everything degrades to a no-op when the world size is 1 and no process group exists.
 """
 
@@ -136,18 +137,60 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def average_bn_statistics(model: nn.Module) -> None:
-    """All-reduce (average) BatchNorm running mean/var across ranks, in place (spec 8: before each eval)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return
-    world = dist.get_world_size()
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-            for buf in (module.running_mean, module.running_var):
-                if buf is not None:
-                    local = buf.to_local() if hasattr(buf, "to_local") else buf
-                    dist.all_reduce(local, op=dist.ReduceOp.SUM)
-                    local.div_(world)
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The local shard of a DTensor (FSDP2), the tensor itself otherwise."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if callable(to_local) else t
+
+
+@torch.no_grad()
+def average_bn_statistics(model: nn.Module, group: dist.ProcessGroup | None = None) -> int:
+    """Make BatchNorm running statistics identical on every rank: their mean over ranks (spec 8).
+
+    Each rank's BN layers see only its own batches (bn_group 1), so running_mean / running_var
+    drift apart; they are averaged before each evaluation and before each checkpoint, as the
+    reference and NVIDIA did. One all-reduce of all buffers flattened; ``num_batches_tracked`` is
+    equal on every rank and left alone. A no-op without a multi-rank process group. Returns the
+    number of buffers averaged. Collective: every rank calls it.
+    """
+    buffers = [
+        _local(b)
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+        for b in (m.running_mean, m.running_var)
+        if b is not None and b.is_floating_point()
+    ]
+    if not buffers or not (dist.is_initialized() and dist.get_world_size(group) > 1):
+        return len(buffers)
+    flat = torch.cat([b.detach().reshape(-1).float() for b in buffers])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    flat /= dist.get_world_size(group)
+    offset = 0
+    for b in buffers:
+        n = b.numel()
+        b.copy_(flat[offset : offset + n].view_as(b).to(b.dtype))
+        offset += n
+    return len(buffers)
+
+
+def set_collective_timeout(seconds: float, group: dist.ProcessGroup | None = None) -> bool:
+    """Set the timeout of ``group`` (default group) for all later collectives. False if impossible.
+
+    The trainer starts with ``distributed.init_timeout_s`` (compilation can take long) and switches
+    to ``distributed.timeout_s`` at run_start, so a stuck rank fails the job quickly.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    timeout = datetime.timedelta(seconds=seconds)
+    setter = getattr(dist, "set_timeout", None)
+    if setter is None:
+        from torch.distributed import distributed_c10d
+
+        setter = getattr(distributed_c10d, "_set_pg_timeout", None)
+    if setter is None:
+        return False
+    setter(timeout, group)
+    return True
 
 
 def wrap_model(model: nn.Module, ctx: DistributedContext, cfg: DistributedConfig) -> nn.Module:
@@ -194,9 +237,3 @@ def _fsdp_units(model: nn.Module) -> list[nn.Module]:
         else:
             units.append(child)
     return units
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside DDP (FSDP2 modifies the module in place) or a compiled wrapper."""
-    inner = getattr(model, "module", model)
-    return getattr(inner, "_orig_mod", inner)

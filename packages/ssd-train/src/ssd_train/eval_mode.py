@@ -11,15 +11,15 @@ import json
 from pathlib import Path
 
 import torch
-from ssd_core.build import build_detector
-from ssd_data.pipeline import build_eval_loader
-from ssd_eval.result import EvalResult
-from ssd_eval.summary import format_summary
+from ssd_core import build_detector
+from ssd_data import build_eval_loader
+from ssd_eval import EvalResult, format_summary
 from torch import nn
 
 from ssd_train.components import autocast_dtype_for
+from ssd_train.default_job import DatasetClassesError
 from ssd_train.distributed import destroy, init_distributed
-from ssd_train.evaluation import Evaluation, check_num_classes
+from ssd_train.evaluation import Evaluation
 from ssd_train.settings import Settings
 
 
@@ -75,7 +75,14 @@ def evaluate_weights(settings: Settings) -> EvalResult:
     ctx = init_distributed(settings.distributed, settings.device)
     evaluation = None
     try:
-        num_classes = weights_num_classes(settings.weights, settings.model.num_classes)
+        dataset_classes = settings.model.num_classes  # from the val json (prepare_dataset)
+        num_classes = weights_num_classes(settings.weights, dataset_classes or 81)
+        if dataset_classes is not None and num_classes != dataset_classes:
+            raise DatasetClassesError(
+                f"{settings.weights} holds a model of {num_classes} classes but"
+                f" {settings.data.val_annotations} lists {dataset_classes - 1} categories"
+                f" (C = {dataset_classes}): evaluate it on the dataset it was trained for"
+            )
         model_cfg = settings.model.model_copy(
             update={"backbone_weights": None, "num_classes": num_classes}
         )
@@ -84,7 +91,6 @@ def evaluate_weights(settings: Settings) -> EvalResult:
         model = detector.model.to(device=ctx.device, memory_format=memory_format)
         what = load_weights_into(model, settings.weights)
         loader = build_eval_loader(settings.data, ctx.rank, ctx.world_size)
-        check_num_classes(num_classes_of(settings), num_classes, settings.data.val_annotations)
         evaluation = Evaluation(
             loader,
             Path(settings.data.val_annotations),
@@ -104,9 +110,3 @@ def evaluate_weights(settings: Settings) -> EvalResult:
         if evaluation is not None:
             evaluation.close()
         destroy()
-
-
-def num_classes_of(settings: Settings) -> int:
-    """C of the validation json: its categories + 1."""
-    categories = json.loads(Path(settings.data.val_annotations).read_text())["categories"]
-    return len(categories) + 1

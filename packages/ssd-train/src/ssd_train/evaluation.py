@@ -10,14 +10,13 @@ results at the same step, so all ranks stop together.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from ssd_core.preprocess import normalize_images
-from ssd_eval.config import EvalConfig
-from ssd_eval.evaluator import CocoEvaluator
-from ssd_eval.result import EvalResult
+from ssd_core import forward_normalized
+from ssd_eval import CocoEvaluator, EvalConfig, EvalResult
 from torch import Tensor, nn
 
 
@@ -71,16 +70,10 @@ class Evaluation:
         try:
             for batch in self.loader:
                 images = batch.images.to(self.device, non_blocking=True)
-                x = normalize_images(images)
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(
-                    self.device.type,
-                    dtype=self.autocast_dtype or torch.float32,
-                    enabled=self.autocast_dtype is not None,
-                ):
-                    loc, logits = model(x)
-                dets = self.postprocessor(loc.float(), logits.float())
+                loc, logits = forward_normalized(
+                    model, images, self.autocast_dtype, self.channels_last
+                )
+                dets = self.postprocessor(loc, logits)
                 # a barely trained model can decode boxes to +-inf: clip them to the image, as
                 # torchvision's detectors do, so that COCO scoring sees valid boxes
                 dets = dets._replace(boxes=dets.boxes.nan_to_num(0.0, 1.0, 0.0).clamp_(0.0, 1.0))
@@ -118,10 +111,41 @@ class Evaluation:
         self.evaluator.close()
 
 
-def check_num_classes(data_classes: int, model_classes: int, annotations: object) -> None:
-    """Refuse a model whose class count differs from the dataset's (C = categories + 1)."""
-    if data_classes != model_classes:
-        raise ValueError(
-            f"{annotations} lists {data_classes - 1} categories (C = {data_classes} with the background)"
-            f" but model.num_classes = {model_classes}: set --model.num-classes {data_classes}"
-        )
+@dataclass
+class EvalHistory:
+    """The run's evaluations so far (part of the trainer's checkpointed state).
+
+    ``submitted`` counts evaluations started, ``received`` those whose result arrived (equal except
+    while asynchronous scoring is in flight); ``results`` in arrival order.
+    """
+
+    results: list[EvalResult] = field(default_factory=list)
+    submitted: int = 0
+    received: int = 0
+    best_map: float = 0.0
+
+    @property
+    def pending(self) -> bool:
+        return self.received < self.submitted
+
+    def add(self, result: EvalResult) -> None:
+        self.received += 1
+        self.results.append(result)
+        self.best_map = max(self.best_map, result.map)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain lists and numbers; pending evaluations must be settled first (none in flight)."""
+        return {
+            "results": [[r.epoch if r.epoch is not None else -1, *r.stats] for r in self.results],
+            "submitted": self.submitted,
+            "received": self.received,
+            "best_map": self.best_map,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.results = [
+            EvalResult.from_stats(list(row[1:]), None if row[0] < 0 else int(row[0]))
+            for row in state["results"]
+        ]
+        self.submitted = self.received = int(state["received"])
+        self.best_map = float(state["best_map"])

@@ -26,13 +26,22 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, objec
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.SGD:
-    """SGD(momentum, weight decay), LR 0 until the schedule sets it; fused kernels on CUDA."""
+    """SGD(momentum, weight decay); fused kernels on CUDA, foreach elsewhere.
+
+    Each param group's ``lr`` is its own float32 0-d tensor on ``device``, 0 until the schedule
+    fills it in place (``LRSchedule.apply``): a compiled optimiser step reads it as a graph input,
+    so a new LR value never recompiles and never syncs with the host (SGD accepts a tensor LR with
+    ``fused=True`` on CUDA and with ``foreach=True`` on CPU, torch >= 2.9).
+    """
     kwargs: dict[str, object] = {"foreach": True}
     if device.type == "cuda":
         kwargs = {"fused": True}
+    groups = parameter_groups(model, cfg)
+    for group in groups:
+        group["lr"] = torch.zeros((), dtype=torch.float32, device=device)
     return torch.optim.SGD(
-        parameter_groups(model, cfg),
-        lr=0.0,
+        groups,
+        lr=torch.zeros((), dtype=torch.float32, device=device),
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         **kwargs,

@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from ssd_train.distributed import DistributedContext, broadcast_object, broadcast_seed
-from ssd_train.lr_schedule import base_learning_rate
 from ssd_train.report.mlperf_log import MLPerfHyperparameters, describe_platform, resolve_division
 from ssd_train.settings import Settings, settings_json
 
@@ -74,14 +73,16 @@ def write_config(settings: Settings, run_dir: Path, ctx: DistributedContext) -> 
     return path
 
 
-def mlperf_hyperparameters(settings: Settings, seed: int, world_size: int) -> MLPerfHyperparameters:
-    """The values the closed SSD rules want logged, derived from the settings."""
-    global_batch = settings.global_batch_size(world_size)
+def mlperf_hyperparameters(
+    settings: Settings, seed: int, global_batch: int, base_lr: float
+) -> MLPerfHyperparameters:
+    """The values the closed SSD rules want logged: the settings plus the run's global batch
+    (``Settings.global_batch_size``) and base LR (``lr_schedule.base_learning_rate``)."""
     return MLPerfHyperparameters(
         seed=seed,
         global_batch_size=global_batch,
         model_bn_span=settings.data.batch_size,
-        base_learning_rate=base_learning_rate(settings.optim.lr_per_32, global_batch),
+        base_learning_rate=base_lr,
         weight_decay=settings.optim.weight_decay,
         warmup_steps=settings.schedule.warmup_iterations,
         warmup_factor=settings.schedule.warmup_factor,

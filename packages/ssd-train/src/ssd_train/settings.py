@@ -26,9 +26,9 @@ from pydantic_settings import (
     SettingsError,
     TomlConfigSettingsSource,
 )
-from ssd_core.config import ModelConfig
-from ssd_data.config import DataConfig
-from ssd_eval.config import EvalConfig
+from ssd_core import ModelConfig
+from ssd_data import DataConfig
+from ssd_eval import EvalConfig
 
 from ssd_train.checkpoint.config import CheckpointConfig
 from ssd_train.config import (
@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     compile: bool | None = Field(
         None,
         description="torch.compile the train step (--compile true|false); None = on for CUDA, off on CPU.",
+    )
+    compile_mode: Literal["default", "max-autotune-no-cudagraphs", "reduce-overhead"] = Field(
+        "default",
+        description="How --compile true compiles the step: default = fused kernels; max-autotune-no-cudagraphs"
+        " = also tries several kernel variants and keeps the fastest (slower start); reduce-overhead ="
+        " also replays each step as recorded CUDA graphs, which cuts kernel-launch cost (CUDA only).",
     )
     num_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads per process (None = torch's default)."

@@ -1,33 +1,30 @@
 """Full-state checkpoints over torch.distributed.checkpoint (DCP), exact resume, keep-latest-k.
 
-Layout and completion marker: :mod:`ssd_train.checkpoint.files`. What is saved:
+One API for the trainer and the tests: ``path = manager.save(step, state, epoch=...)`` and
+``restored = manager.load(path, template)``, with ``manager.resume_path()`` choosing the folder to
+resume from (``checkpoint.resume``) and ``manager.due(step)`` saying when a periodic save is due.
+Every call is collective (every rank calls it at the same point).
 
-- model and optimiser through ``torch.distributed.checkpoint.state_dict.get_state_dict`` (so DDP
-  and FSDP2 both work; DCP writes each shard once);
-- ``shared`` (rank 0's copy; identical on every rank): step, epoch, LR schedule, pending
-  evaluations, whatever the trainer puts there;
-- ``per_rank`` (one file per rank, read back by the same rank): data-loader position, plus this
-  rank's RNG states, captured here. DCP itself would keep only rank 0's copy of a non-DTensor
-  value, so these live in ``rank-<k>.pt`` side files in the same folder.
+``state`` is a dict laid out as :func:`training_state` builds it; the manager decides where each
+part goes:
 
-Before saving, BN running statistics are averaged over ranks and every tensor is checked to be
-finite (a checkpoint is never written with NaN/Inf; :class:`NonFiniteCheckpointError`). Saving
-can be asynchronous (``dcp.async_save`` on a dedicated gloo group, so the background writer's
-collectives never interleave with training's); the marker is written by rank 0 once the save
-has finished on every rank. Resuming checks the world size and the run fingerprint
-(:func:`run_fingerprint`) and refuses a mismatch with a message saying what differs.
+- ``"model"`` and ``"optimizer"`` (from ``torch.distributed.checkpoint.state_dict.get_state_dict``,
+  so DDP and FSDP2 both work) go through DCP, which writes each shard once;
+- ``"data"`` and ``"rng"`` are this rank's own (data-loader position, RNG states): DCP would keep
+  only rank 0's copy of a non-DTensor value, so they go to ``rank-<k>.pt`` side files;
+- every other key is identical on every rank (progress, LR schedule, evaluation bookkeeping) and
+  rank 0 writes it to ``trainer.pt``.
 
-Hook points for the trainer (all collective: every rank calls them at the same point):
-``manager = CheckpointManager(cfg, run_dir, fingerprint=run_fingerprint(settings, world),
-settings_json=...)``; ``restored = manager.resume(model, optimizer)`` before the loop (None =
-fresh start); ``manager.should_save(step)`` after each optimiser step;
-``manager.save(step, model, optimizer, shared=..., per_rank=..., epoch=...)``;
-``manager.close()`` at the end (waits for an asynchronous save).
+Every tensor is checked to be finite before anything is written (a checkpoint never holds NaN/Inf;
+:class:`NonFiniteCheckpointError`). Saving can be asynchronous (``dcp.async_save`` on a dedicated
+gloo group, so the background writer's collectives never interleave with training's); the marker
+is written by rank 0 once the save has finished on every rank. Loading checks completeness, the
+world size and the run fingerprint (:func:`run_fingerprint`) and refuses a mismatch with a message
+saying what differs. Layout and completion marker: :mod:`ssd_train.checkpoint.files`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
@@ -56,12 +53,7 @@ from ssd_train.checkpoint.files import (
     step_dir,
     write_marker,
 )
-from ssd_train.checkpoint.rank_state import (
-    all_finite,
-    average_batchnorm_buffers,
-    capture_rng_state,
-    restore_rng_state,
-)
+from ssd_train.checkpoint.rank_state import all_finite, capture_rng_state, restore_rng_state
 
 __all__ = [
     "CheckpointConfig",
@@ -70,7 +62,9 @@ __all__ = [
     "NonFiniteCheckpointError",
     "Restored",
     "ResumeMismatchError",
+    "apply_training_state",
     "run_fingerprint",
+    "training_state",
 ]
 
 log = logging.getLogger(__name__)
@@ -88,15 +82,42 @@ class NonFiniteCheckpointError(CheckpointError):
     """The model or optimiser holds NaN/Inf values; no checkpoint was written."""
 
 
+DCP_KEYS = ("model", "optimizer")
+"""Parts of a state written through torch.distributed.checkpoint (sharded as the model is)."""
+PER_RANK_KEYS = ("data", "rng")
+"""Parts of a state that are this rank's own (``rank-<k>.pt``); every other key is shared."""
+
+
 @dataclass
 class Restored:
-    """What :meth:`CheckpointManager.resume` read back (model/optimiser are loaded in place)."""
+    """What :meth:`CheckpointManager.load` read back: the folder, its step and epoch, and the
+    state (same layout as the template; its DCP parts are the template's, filled in place)."""
 
     path: Path
     step: int
     epoch: int
-    shared: dict[str, Any]
-    per_rank: dict[str, Any]
+    state: dict[str, Any]
+
+
+def training_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, **rest: Any
+) -> dict[str, Any]:
+    """A state dict in the manager's layout: model and optimiser (``get_state_dict``: no ``module.``
+    prefix, DTensor shards under FSDP2), this process's RNG states, and ``rest`` (``data`` for the
+    loader position, anything else shared). Also the template for :meth:`CheckpointManager.load`."""
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    return {"model": model_sd, "optimizer": optim_sd, "rng": capture_rng_state(), **rest}
+
+
+def apply_training_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]
+) -> None:
+    """Inverse of :func:`training_state` for model, optimiser and RNG (the caller restores the rest)."""
+    set_state_dict(
+        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
+    )
+    if state.get("rng"):
+        restore_rng_state(state["rng"])
 
 
 def run_fingerprint(settings: Any, world_size: int) -> dict[str, Any]:
@@ -105,14 +126,12 @@ def run_fingerprint(settings: Any, world_size: int) -> dict[str, Any]:
     Global batch (and its split), number of classes and boxes per image. ``world_size`` is
     checked separately (with its own explanation).
     """
-    data, optim, model = settings.data, settings.optim, settings.model
-    accum = getattr(optim, "grad_accumulation_steps", 1)
     return {
-        "global_batch_size": data.batch_size * world_size * accum,
-        "per_rank_batch_size": data.batch_size,
-        "grad_accumulation_steps": accum,
-        "num_classes": getattr(model, "num_classes", None),
-        "max_boxes": getattr(data, "max_boxes", None),
+        "global_batch_size": settings.global_batch_size(world_size),
+        "per_rank_batch_size": settings.data.batch_size,
+        "grad_accumulation_steps": settings.optim.grad_accumulation_steps,
+        "num_classes": settings.model.num_classes,
+        "max_boxes": settings.data.max_boxes,
     }
 
 
@@ -202,38 +221,20 @@ class CheckpointManager:
                 "--checkpoint.resume never)."
             )
 
-    def resume(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> Restored | None:
-        """Load the checkpoint chosen by ``cfg.resume`` into model and optimiser; restore RNG.
+    def load(self, path: Path, template: dict[str, Any]) -> Restored:
+        """Read checkpoint ``path`` (collective). ``template``: a state in the saved layout, e.g.
+        :func:`training_state` of the live model and optimiser; its DCP parts are filled in place.
+        This rank's per-rank parts and the shared parts replace the template's others.
 
-        Returns None for a fresh start. Collective. Call it right before the training loop
-        (after building the data loader), since it also restores this rank's RNG states.
-        """
-        path = self.resume_path()
-        return None if path is None else self.load(path, model, optimizer)
-
-    def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> Restored:
-        """Load one checkpoint folder written by :meth:`save` (see :meth:`resume`)."""
-        model_sd, optim_sd = get_state_dict(model, optimizer)
-        state = {"model": model_sd, "optim": optim_sd}
-        restored = self.load_state(path, state)
-        set_state_dict(
-            model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
-        )
-        restore_rng_state(restored.per_rank.pop("rng"))
-        return restored
-
-    def load_state(self, path: Path, state: dict[str, Any]) -> Restored:
-        """Fill ``state`` (a template with the saved DCP keys, e.g. from ``get_state_dict``) in place
-        from checkpoint ``path`` and read this rank's ``per_rank`` and the ``shared`` values back.
-
-        Checks completeness, world size and fingerprint first. Collective.
+        Checks completeness, world size and fingerprint first.
         """
         path = Path(path)
         info = inspect_checkpoint(path)
         if not info.usable:
             raise CheckpointError(f"cannot load {path}: {info.problem}")
         self.check_compatible(info)
-        dcp.load(state, checkpoint_id=str(path), process_group=self.group, no_dist=_no_dist())
+        dcp_state = {k: template[k] for k in DCP_KEYS}
+        dcp.load(dcp_state, checkpoint_id=str(path), process_group=self.group, no_dist=_no_dist())
         mine = torch.load(path / f"rank-{self.rank}.pt", map_location="cpu", weights_only=True)
         if mine.get("rank") != self.rank:
             raise CheckpointError(
@@ -243,66 +244,40 @@ class CheckpointManager:
         self.last_saved = path
         marker = info.marker or {}
         log.info("resumed from %s (step %d)", path, info.step)
-        return Restored(path, info.step, int(marker.get("epoch", 0)), shared, mine["per_rank"])
+        state = {**shared, **mine["per_rank"], **dcp_state}
+        return Restored(path, info.step, int(marker.get("epoch", 0)), state)
 
     # ---------------------------------------------------------------- save
-    def should_save(self, step: int, *, eval_epoch: bool = False) -> bool:
-        """Whether the trainer should save after optimiser step ``step`` (1-based count)."""
-        if not self.cfg.enabled:
-            return False
-        if eval_epoch and self.cfg.at_eval_epochs:
-            return True
+    def due(self, step: int) -> bool:
+        """Whether a periodic save is due after optimiser step ``step`` (1-based count)."""
         every = self.cfg.every_steps
-        return bool(every) and step > 0 and step % every == 0
+        return self.cfg.enabled and bool(every) and step > 0 and step % every == 0
 
     def save(
-        self,
-        step: int,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        *,
-        shared: Mapping[str, Any],
-        per_rank: Mapping[str, Any],
-        epoch: int = 0,
-        block: bool = False,
-    ) -> Path | None:
-        """Average BN buffers over ranks, then save model, optimiser, this rank's RNG and the rest.
-
-        ``shared``: identical on every rank (rank 0's copy is written). ``per_rank``: this rank's own
-        (data loader position...). See :meth:`save_state`.
-        """
-        if not self.cfg.enabled:
-            return None
-        average_batchnorm_buffers(model)
-        model_sd, optim_sd = get_state_dict(model, optimizer)
-        per_rank = {**per_rank, "rng": capture_rng_state()}
-        return self.save_state(
-            step,
-            {"model": model_sd, "optim": optim_sd},
-            shared=shared,
-            per_rank=per_rank,
-            epoch=epoch,
-            block=block,
-        )
-
-    def save_state(
-        self,
-        step: int,
-        state: dict[str, Any],
-        *,
-        shared: Mapping[str, Any],
-        per_rank: Mapping[str, Any],
-        epoch: int = 0,
-        block: bool = False,
+        self, step: int, state: Mapping[str, Any], *, epoch: int = 0, block: bool = False
     ) -> Path | None:
         """Write checkpoint ``step-<step>`` (collective). Returns its folder, None when disabled.
 
-        ``state``: the DCP part (model / optimiser state dicts from ``get_state_dict``; tensors
-        may be DTensor shards). ``shared`` and ``per_rank`` must hold only tensors, numbers,
-        strings, lists, tuples and dicts. ``block``: wait until the checkpoint is complete even
-        when saving asynchronously (use it for the stop-request checkpoint).
-        Raises :class:`NonFiniteCheckpointError` (nothing is written) when ``state`` holds NaN/Inf.
+        ``state``: the layout of :func:`training_state` (see the module docstring); apart from the
+        DCP parts it must hold only tensors, numbers, strings, lists, tuples and dicts. ``block``:
+        wait until the checkpoint is complete even when saving asynchronously (the stop-request
+        checkpoint). Raises :class:`NonFiniteCheckpointError` (nothing is written) when the model or
+        optimiser state holds NaN/Inf.
         """
+        dcp_state = {k: state[k] for k in DCP_KEYS}
+        per_rank = {k: state[k] for k in PER_RANK_KEYS if k in state}
+        shared = {k: v for k, v in state.items() if k not in DCP_KEYS and k not in PER_RANK_KEYS}
+        return self._write(step, dcp_state, shared, per_rank, epoch, block)
+
+    def _write(
+        self,
+        step: int,
+        state: dict[str, Any],
+        shared: dict[str, Any],
+        per_rank: dict[str, Any],
+        epoch: int,
+        block: bool,
+    ) -> Path | None:
         if not self.cfg.enabled:
             return None
         self.wait()
@@ -402,9 +377,3 @@ class CheckpointManager:
     def close(self) -> None:
         """Wait for the last save. Call on every rank before destroying the process group."""
         self.wait()
-
-
-def read_settings(path: Path) -> dict[str, Any] | None:
-    """The settings stored with a checkpoint (None if it has none)."""
-    f = Path(path) / "settings.json"
-    return json.loads(f.read_text()) if f.is_file() else None

@@ -1,4 +1,4 @@
-"""Per-rank and cross-rank state helpers for checkpoints: RNG states, BN buffer averaging, finiteness.
+"""Per-rank and cross-rank state helpers for checkpoints: RNG states and finiteness.
 
 Everything here stores as plain tensors, ints and tuples so that ``torch.load(weights_only=True)``
 reads it back.
@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.utils._pytree import tree_leaves
 
 
@@ -61,36 +60,6 @@ def _local(t: torch.Tensor) -> torch.Tensor:
     """The local shard of a DTensor (FSDP2), the tensor itself otherwise."""
     to_local = getattr(t, "to_local", None)
     return to_local() if callable(to_local) else t
-
-
-@torch.no_grad()
-def average_batchnorm_buffers(model: nn.Module, group: dist.ProcessGroup | None = None) -> int:
-    """Make BatchNorm running statistics identical on every rank: their mean over ranks.
-
-    Each rank's BN layers see only its own micro-batches, so running_mean / running_var drift
-    apart; this averages them (one all-reduce of all of them flattened; num_batches_tracked is
-    equal on every rank and left alone). A no-op without a multi-rank process group.
-    Returns the number of buffers averaged. Must be called by every rank.
-    """
-    buffers = [
-        b
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._NormBase)
-        for b in (m.running_mean, m.running_var)
-        if b is not None and b.is_floating_point()
-    ]
-    if not buffers or not _distributed():
-        return len(buffers)
-    world = dist.get_world_size(group)
-    flat = torch.cat([b.detach().reshape(-1).float() for b in buffers])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
-    flat /= world
-    offset = 0
-    for b in buffers:
-        n = b.numel()
-        b.copy_(flat[offset : offset + n].view_as(b).to(b.dtype))
-        offset += n
-    return len(buffers)
 
 
 @torch.no_grad()

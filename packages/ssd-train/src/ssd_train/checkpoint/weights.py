@@ -9,7 +9,8 @@ File format (``torch.save`` of a dict; read with ``torch.load(path, weights_only
 
 :func:`export_weights` writes one (collective under FSDP2: every rank calls it, rank 0 writes);
 :func:`read_exported` reads one back; :func:`load_exported` rebuilds an ``ssd_core.model.SSD300``
-from it. :class:`WeightsExporter` is the trainer's hook object (best by mAP, last at the end).
+from it. :class:`WeightsExporter` is the trainer's part that writes them (best by mAP, last at
+the end).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def load_exported(
     path: Path | str, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
     """An ``ssd_core.model.SSD300`` holding the exported weights (eval mode) and the metadata."""
-    from ssd_core.model import SSD300
+    from ssd_core import SSD300
 
     weights = read_exported(path, map_location)
     num_classes = int(weights.metadata.get("num_classes", 81))
@@ -130,12 +131,12 @@ def load_exported(
 
 
 class WeightsExporter:
-    """Trainer hook: ``best.pt`` whenever an evaluation improves mAP, ``last.pt`` at the end.
+    """``best.pt`` whenever an evaluation improves mAP, ``last.pt`` at the end of a run.
 
-    With asynchronous scoring the result arrives after training moved on; when the trainer calls
-    :meth:`on_evaluation_start` the evaluated weights are kept (CPU copy) and exported with their
-    result; otherwise the current weights are exported and ``weights_step`` in the metadata says
-    which step they are from.
+    With asynchronous scoring the result arrives after training moved on; the trainer calls
+    :meth:`on_evaluation_start` when an evaluation starts, which keeps a CPU copy of the evaluated
+    weights to export with their result (``weights_step`` in the metadata says which step they are
+    from). Every rank calls every method (gathering FSDP2 shards is collective); rank 0 writes.
     """
 
     def __init__(self, run_dir: Path, settings: Mapping[str, Any], rank: int = 0) -> None:
@@ -145,50 +146,53 @@ class WeightsExporter:
         self.best_map = float("-inf")
         self._snapshots: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
 
-    def _metadata(self, trainer: Any, **extra: Any) -> dict[str, Any]:
-        return {
-            "settings": self.settings,
-            "step": int(trainer.step),
-            "epoch": int(trainer.epoch),
-            **extra,
-        }
+    def on_evaluation_start(self, model: nn.Module, step: int, epochs_done: int) -> None:
+        """Keep a CPU copy of the weights being evaluated after ``epochs_done`` epochs."""
+        self._snapshots[epochs_done] = (step, full_model_state_dict(model))
 
-    def on_evaluation_start(self, trainer: Any, epochs_done: int) -> None:
-        """Keep a CPU copy of the weights being evaluated (collective under FSDP2)."""
-        self._snapshots[epochs_done] = (int(trainer.step), full_model_state_dict(trainer.model))
+    def on_evaluation(
+        self, model: nn.Module, result: Any, *, step: int, epoch: int
+    ) -> Path | None:
+        """Export ``best.pt`` if ``result.map`` (an ``ssd_eval.EvalResult``) is the best so far.
 
-    def on_evaluation(self, trainer: Any, result: Any) -> Path | None:
-        """Export ``best.pt`` if ``result.map`` is the best so far (every rank calls it)."""
-        epoch = int(result.epoch) if result.epoch is not None else int(trainer.epoch)
-        snapshot = self._snapshots.pop(epoch, None)
+        ``step``/``epoch``: the trainer's position now; ``result.epoch``: the epochs evaluated.
+        """
+        eval_epoch = int(result.epoch) if result.epoch is not None else epoch
+        snapshot = self._snapshots.pop(eval_epoch, None)
         if result.map <= self.best_map:
             return None
         self.best_map = float(result.map)
-        meta = self._metadata(
-            trainer, map=float(result.map), eval_epoch=epoch, stats=list(result.stats)
-        )
+        meta = {
+            "settings": self.settings,
+            "step": step,
+            "epoch": epoch,
+            "map": float(result.map),
+            "eval_epoch": eval_epoch,
+            "stats": list(result.stats),
+        }
+        path = self.run_dir / "best.pt"
         if snapshot is None:
-            meta["weights_step"] = int(trainer.step)
-            return export_weights(trainer.model, self.run_dir / "best.pt", meta)
+            meta["weights_step"] = step
+            return export_weights(model, path, meta)
         meta["weights_step"] = snapshot[0]
-        if self.rank == 0:
-            path = self.run_dir / "best.pt"
-            meta.setdefault(
-                "date", datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-            )
-            meta.setdefault("versions", package_versions())
-            meta.setdefault("num_classes", self.settings.get("model", {}).get("num_classes", 81))
-            atomic_torch_save({"format": FORMAT, "model": snapshot[1], "metadata": meta}, path)
-            return path
-        return None
+        if self.rank != 0:
+            return None
+        meta["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        meta["versions"] = package_versions()
+        meta["num_classes"] = self.settings.get("model", {}).get("num_classes", 81)
+        atomic_torch_save({"format": FORMAT, "model": snapshot[1], "metadata": meta}, path)
+        return path
 
-    def on_run_end(self, trainer: Any) -> Path | None:
-        """Export ``last.pt`` with the final weights (every rank calls it)."""
-        results = getattr(trainer, "results", None) or []
-        meta = self._metadata(
-            trainer,
-            map=float(results[-1].map) if results else None,
-            best_map=float(getattr(trainer, "best_map", 0.0)),
-            weights_step=int(trainer.step),
-        )
-        return export_weights(trainer.model, self.run_dir / "last.pt", meta)
+    def on_run_end(
+        self, model: nn.Module, *, step: int, epoch: int, last_map: float | None, best_map: float
+    ) -> Path | None:
+        """Export ``last.pt`` with the final weights."""
+        meta = {
+            "settings": self.settings,
+            "step": step,
+            "epoch": epoch,
+            "map": last_map,
+            "best_map": best_map,
+            "weights_step": step,
+        }
+        return export_weights(model, self.run_dir / "last.pt", meta)

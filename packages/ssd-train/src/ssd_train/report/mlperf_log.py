@@ -8,7 +8,12 @@ method of `MLPerfLogger`; `ssd_train.report.compliance.check_log` runs the offic
 Epoch numbers follow NVIDIA's v0.7 submission (spec section 6.1): the trainer counts epochs from
 0, the log counts them from 1. Training the 0-based epoch `e` logs `epoch_num = e + 1`; an
 evaluation after `n` finished epochs logs `epoch_num = n`; so the evaluation that follows the
-40th epoch (0-based 39) logs 40 for both its epoch_stop and its eval_accuracy.
+40th epoch (0-based 39) logs 40 for both its epoch_stop and its eval_accuracy. epoch_start and
+epoch_stop also carry `current_iter_num`, the 0-based iteration at which the epoch starts or
+stops, as NVIDIA's log does (e.g. 129 for the start of its second epoch at 8 x 114).
+
+The hyperparameter record and the closed-division rules live in
+:mod:`ssd_train.report.mlperf_hparams` (re-exported here).
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,87 +29,29 @@ from mlperf_logging.mllog import constants as mlc
 from mlperf_logging.mllog.mllog import MLLogger
 
 from ssd_train.report.config import Division, MLPerfConfig
+from ssd_train.report.mlperf_hparams import (
+    CLOSED_TARGET_MAP,
+    MLPerfHyperparameters,
+    closed_rule_violations,
+    resolve_division,
+)
 
-BENCHMARK = (
-    mlc.SSD
-)  # "ssd": in rulesets 0.7.0 and 1.0.0 this is SSD300-ResNet34 (RetinaNet from 2.0.0)
-CLOSED_TARGET_MAP = 0.23
+__all__ = [
+    "BENCHMARK",
+    "CLOSED_TARGET_MAP",
+    "MLPerfHyperparameters",
+    "MLPerfLogger",
+    "RunStatus",
+    "closed_rule_violations",
+    "describe_platform",
+    "evaluation_blocks",
+    "resolve_division",
+    "segment_log_path",
+]
+
+# "ssd": in rulesets 0.7.0 and 1.0.0 this is SSD300-ResNet34 (RetinaNet from 2.0.0)
+BENCHMARK = mlc.SSD
 RunStatus = Literal["success", "aborted"]
-
-
-@dataclass(frozen=True)
-class MLPerfHyperparameters:
-    """The run's hyperparameters as the closed SSD rules want them logged.
-
-    `model_bn_span` is the number of images one BatchNorm normalises over (bn_group x per-rank
-    micro-batch; per-rank batch for plain BN); `max_samples` is the crop attempts per draw (1 as
-    NVIDIA, 50 as the reference); `decay_boundary_epochs` are 0-based epochs at whose start the
-    learning rate is multiplied by `decay_factor`.
-    """
-
-    seed: int
-    global_batch_size: int
-    model_bn_span: int
-    base_learning_rate: float
-    weight_decay: float
-    warmup_steps: int
-    warmup_factor: float
-    decay_boundary_epochs: Sequence[int]
-    max_samples: int
-    gradient_accumulation_steps: int = 1
-    decay_factor: float = 0.1
-
-
-def closed_rule_violations(hp: MLPerfHyperparameters, target_map: float) -> list[str]:
-    """Reasons why a run with these settings cannot pass the closed SSD rules (empty if it can).
-
-    These are the value checks of `training_{0.7.0,1.0.0}/closed_ssd.yaml` and the target.
-    """
-    problems = []
-    if target_map < CLOSED_TARGET_MAP:
-        problems.append(f"target mAP {target_map} < {CLOSED_TARGET_MAP}")
-    if hp.model_bn_span < 1:
-        problems.append(f"model_bn_span {hp.model_bn_span} < 1")
-    if hp.warmup_factor < 0:
-        problems.append(f"warm-up factor {hp.warmup_factor} < 0")
-    if hp.warmup_steps < 1:
-        problems.append(f"warm-up steps {hp.warmup_steps} < 1 (closed SSD requires a warm-up)")
-    if hp.max_samples not in (1, 50):
-        problems.append(f"max_samples (crop attempts) {hp.max_samples} is not 1 or 50")
-    if hp.gradient_accumulation_steps < 1:
-        problems.append(f"gradient_accumulation_steps {hp.gradient_accumulation_steps} < 1")
-    b = list(hp.decay_boundary_epochs)
-
-    def _k(value: float, base: float) -> bool:
-        k = 10 * (value / base - 1)
-        return abs(round(k) - k) < 1e-5
-
-    if len(b) != 2 or not (_k(b[0], 40.0) and _k(b[1], 50.0)):
-        problems.append(f"decay boundary epochs {b} are not [40, 50] x (1 + k/10)")
-    return problems
-
-
-def resolve_division(
-    requested: Literal["auto", "closed", "open"],
-    *,
-    real_dataset: bool,
-    hp: MLPerfHyperparameters,
-    target_map: float,
-) -> Division:
-    """The division to log (interfaces.md): closed for real runs, open for short/synthetic ones.
-
-    'auto' gives closed only on a real dataset with settings that can pass the closed rules.
-    An explicit 'closed' whose settings cannot pass raises ValueError naming the reasons.
-    """
-    violations = closed_rule_violations(hp, target_map)
-    if requested == "closed" and violations:
-        raise ValueError(
-            "logging.mlperf.division=closed, but these settings cannot pass the closed SSD "
-            f"rules: {'; '.join(violations)}. Fix them or use division 'open' or 'auto'."
-        )
-    if requested == "auto":
-        return "closed" if real_dataset and not violations else "open"
-    return requested
 
 
 def describe_platform(world_size: int, device_name: str) -> str:
@@ -165,7 +111,8 @@ class MLPerfLogger:
     4. `init_stop()`; `run_start()`;
     5. build the data loaders; `dataset_sizes(train_samples=..., eval_samples=...)`;
     6. for each evaluation interval: `block_start(first_epoch, epoch_count)`; per epoch
-       `epoch_start(epoch)` ... `epoch_stop(epoch)` (0-based `epoch`); `block_stop()`;
+       `epoch_start(epoch, iteration)` ... `epoch_stop(epoch, iteration)` (0-based `epoch`;
+       `iteration` the 0-based iteration where the epoch starts / stops); `block_stop()`;
     7. per evaluation: `eval_start(epochs_done)`, `eval_accuracy(map, epochs_done)`,
        `eval_stop(epochs_done)` — or, for a result scored asynchronously,
        `eval_result(map, epochs_done)`, which logs all three at once as NVIDIA did;
@@ -262,15 +209,17 @@ class MLPerfLogger:
         self._log("start", mlc.INIT_START)
 
     def hyperparameters(self, hp: MLPerfHyperparameters) -> None:
-        """seed, global_batch_size, model_bn_span, opt_* keys, max_samples, grad accumulation."""
+        """seed, global_batch_size, model_bn_span, opt_* keys (opt_learning_rate_decay_steps:
+        the decay epochs, as NVIDIA logs them), max_samples, gradient_accumulation_steps."""
         self._once("hyperparameters")
         self._log("event", mlc.SEED, int(hp.seed))
         self._log("event", mlc.MODEL_BN_SPAN, int(hp.model_bn_span))
         self._log("event", mlc.GLOBAL_BATCH_SIZE, int(hp.global_batch_size))
         self._log("event", mlc.OPT_BASE_LR, float(hp.base_learning_rate))
-        self._log(
-            "event", mlc.OPT_LR_DECAY_BOUNDARY_EPOCHS, [int(e) for e in hp.decay_boundary_epochs]
-        )
+        decay_epochs = [int(e) for e in hp.decay_boundary_epochs]
+        self._log("event", mlc.OPT_LR_DECAY_BOUNDARY_EPOCHS, decay_epochs)
+        # NVIDIA v0.7 logs the decay epochs under this key too (the rules ignore it)
+        self._log("event", mlc.OPT_LR_DECAY_STEPS, decay_epochs)
         self._log("event", mlc.OPT_LR_DECAY_FACTOR, float(hp.decay_factor))
         self._log("event", mlc.OPT_WEIGHT_DECAY, float(hp.weight_decay))
         self._log("event", mlc.OPT_LR_WARMUP_STEPS, int(hp.warmup_steps))
@@ -320,12 +269,16 @@ class MLPerfLogger:
         self._log("end", mlc.BLOCK_STOP, None, {mlc.FIRST_EPOCH_NUM: first})
 
     def epoch_start(self, epoch: int, iteration: int | None = None) -> None:
-        """Start of the 0-based `epoch` (logged as epoch_num = epoch + 1)."""
+        """Start of the 0-based `epoch` (logged as epoch_num = epoch + 1) at the 0-based
+        `iteration` (logged as current_iter_num; the trainer always passes it: the first
+        iteration of the epoch, NVIDIA DGX A100: 0, 129, 258, 386, ...)."""
         self._require(mlc.RUN_START, mlc.EPOCH_START)
         self._log("start", mlc.EPOCH_START, None, self._epoch_meta(epoch + 1, iteration))
 
     def epoch_stop(self, epoch: int, iteration: int | None = None) -> None:
-        """End of the 0-based `epoch` (logged as epoch_num = epoch + 1)."""
+        """End of the 0-based `epoch` (logged as epoch_num = epoch + 1); `iteration` (logged as
+        current_iter_num) is the 0-based iteration at which it stops, i.e. the first of the next
+        epoch, as NVIDIA's loop logs it."""
         self._log("end", mlc.EPOCH_STOP, None, self._epoch_meta(epoch + 1, iteration))
 
     @staticmethod

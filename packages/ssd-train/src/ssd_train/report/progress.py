@@ -80,7 +80,7 @@ def _number(value: float | None) -> str:
 
 def format_coco_table(stats: Sequence[float]) -> str:
     """The 12-line COCO table (ssd_eval's formatter, as pycocotools prints it)."""
-    from ssd_eval.summary import format_summary
+    from ssd_eval import format_summary
 
     return format_summary(stats)
 

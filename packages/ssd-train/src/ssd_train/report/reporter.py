@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ssd_eval.groundtruth import GroundTruth
-from ssd_eval.result import EvalResult
+from ssd_eval import EvalResult, GroundTruth
 from torch import Tensor
 
 from ssd_train.report.config import LoggingConfig

@@ -5,7 +5,7 @@ test-only fault injection). From the command line they read e.g.
 ``--resilience.watchdog.factor 20``; from the environment
 ``SSD_RESILIENCE__FAULTS__NAN_LOSS_AT_STEP=7``.
 Process-group timeouts live in the trainer's ``distributed`` section (``init_timeout_s``,
-``timeout_s``); :func:`ssd_train.resilience.watchdog.set_collective_timeout` switches between them.
+``timeout_s``); :func:`ssd_train.distributed.set_collective_timeout` switches between them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hang diagnosis: the stuck-step watchdog and the process-group timeout switch.
+"""Hang diagnosis: the stuck-step watchdog.
 
 :class:`StepWatchdog` runs a daemon thread on every rank. The trainer wraps each optimiser step
 in ``with watchdog.step(n):``; when the step in progress has run longer than
@@ -9,10 +9,8 @@ the job waiting silently until the collective timeout. A rank that sleeps or spi
 frame; the ranks waiting for it show the collective they wait in. Use ``with watchdog.paused():``
 around work that is legitimately long (evaluation, checkpoint writes).
 
-:func:`set_collective_timeout` shortens the default process group's timeout once compilation and
-the first steps are over (long while compiling, short afterwards): ``torch.distributed.set_timeout``
-where it exists (torch >= 2.10), else ``distributed_c10d._set_pg_timeout`` (torch 2.9). Both change
-the timeout of an existing group for NCCL and gloo without re-creating it.
+The process-group timeout switch (long while compiling, short afterwards) is
+:func:`ssd_train.distributed.set_collective_timeout`.
 """
 
 from __future__ import annotations
@@ -28,25 +26,7 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch.distributed as dist
-
 from ssd_train.resilience.config import WatchdogConfig
-
-
-def set_collective_timeout(seconds: float, group: dist.ProcessGroup | None = None) -> bool:
-    """Set the timeout of ``group`` (default group) for all later collectives. False if impossible."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return False
-    timeout = datetime.timedelta(seconds=seconds)
-    setter = getattr(dist, "set_timeout", None)
-    if setter is None:
-        from torch.distributed import distributed_c10d
-
-        setter = getattr(distributed_c10d, "_set_pg_timeout", None)
-    if setter is None:
-        return False
-    setter(timeout, group)
-    return True
 
 
 def format_all_stacks() -> str:

@@ -1,0 +1,198 @@
+"""The prepared device check behind ``infra/device_check.sh``: one table of train-step, input-pipeline
+and evaluation numbers, within a time budget, with nothing from the network.
+
+Rows (each in its own process, so Dynamo counters and peak memory are per row):
+* train step: ``ssd-train --mode benchmark --benchmark.json`` at each batch size, eager / compiled
+  (``--compile-mode default``) / CUDA graphs (``reduce-overhead``; CUDA only), bf16 on CUDA;
+* input pipeline: ``ssd-data bench --json`` when that command has ``--json`` (cpu-fast with the
+  machine's workers vs the device path when ``ssd_data`` has ``augment_device``), else "n/a";
+* evaluation: inference + NMS (``PostProcessor``) + COCO scoring of synthetic val images, seconds.
+
+A row that fails or runs out of time is shown as such; the script still exits 0 (the table is the
+result). ``--tiny`` shrinks everything for a CPU smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _train_row(batch: int, mode: str, args: argparse.Namespace, timeout: float) -> list[str]:
+    """One ``--mode benchmark`` process; returns the table cells."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bench.json"
+        cmd = [sys.executable, "-m", "ssd_train", "--mode", "benchmark",
+               "--data.batch-size", str(batch), "--model.backbone-weights", "none",
+               "--precision", args.precision, "--benchmark.json", str(out),
+               "--benchmark.warmup-steps", str(args.warmup), "--benchmark.timed-steps", str(args.timed),
+               "--compile", "false" if mode == "eager" else "true",
+               "--run-dir", str(Path(tmp) / "run")]  # fmt: skip
+        if mode != "eager":
+            cmd += ["--compile-mode", mode]
+        if args.threads:
+            cmd += ["--num-threads", str(args.threads)]
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        except subprocess.TimeoutExpired:
+            return [f"timeout after {timeout:.0f} s", "", "", ""]
+        wall = time.perf_counter() - start
+        if proc.returncode != 0 or not out.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+            return [f"failed (exit {proc.returncode}): {tail[0][:80]}", "", "", ""]
+        r = json.loads(out.read_text())
+        mem = f"{r['peak_memory_bytes'] / 2**30:.2f} GiB ({r['peak_memory_kind']})"
+        graphs = f"{r['graphs']} graphs / {r['graph_breaks']} breaks / {r['recompiles']} recompiles"
+        return [
+            f"{r['img_per_s']:.1f} img/s ({r['step_ms']:.1f} ms/step)",
+            mem,
+            graphs,
+            f"{wall:.0f} s",
+        ]
+
+
+def _data_row(args: argparse.Namespace, timeout: float) -> list[list[str]]:
+    """``ssd-data bench --json`` rows when available."""
+    helptext = subprocess.run([sys.executable, "-m", "ssd_data", "bench", "--help"],
+                              capture_output=True, text=True, cwd=ROOT).stdout  # fmt: skip
+    if "--json" not in helptext:
+        return [["input pipeline", "n/a: ssd-data bench has no --json yet", "", "", ""]]
+    import ssd_data
+
+    device_path = hasattr(ssd_data, "augment_device") or "augment_device" in helptext
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "data.json"
+        cmd = [sys.executable, "-m", "ssd_data", "bench", "--images", str(args.data_images),
+               "--workers", str(args.workers), "--no-baseline", "--json", str(out)]  # fmt: skip
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        except subprocess.TimeoutExpired:
+            return [["input pipeline", f"timeout after {timeout:.0f} s", "", "", ""]]
+        if proc.returncode != 0 or not out.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+            return [["input pipeline", f"failed: {tail[0][:80]}", "", "", ""]]
+        data = json.loads(out.read_text())
+    rows = data if isinstance(data, list) else data.get("results", [data])
+    label = (
+        f"input pipeline ({args.workers} workers{', device path landed' if device_path else ''})"
+    )
+    return [[label, json.dumps(r)[:120], "", "", ""] for r in rows]
+
+
+def _eval_row(args: argparse.Namespace) -> list[str]:
+    """Inference + NMS + COCO scoring of ``args.eval_images`` synthetic val images, in process."""
+    import torch
+    from ssd_core import ModelConfig, build_detector
+    from ssd_eval import EvalConfig
+    from ssd_eval.synthetic import make_ground_truth
+    from ssd_train.evaluation import Evaluation
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gt = make_ground_truth(args.eval_images, seed=0)
+    ids = [img["id"] for img in gt["images"]]
+    gen = torch.Generator().manual_seed(0)
+    n = args.eval_batch
+    images = torch.randint(0, 256, (n, 3, 300, 300), dtype=torch.uint8, generator=gen).to(device)
+    batches = [
+        SimpleNamespace(
+            images=images[: len(ids[i : i + n])], image_ids=torch.tensor(ids[i : i + n])
+        )
+        for i in range(0, len(ids), n)
+    ]
+
+    class Loader:
+        """What ``Evaluation`` reads: ``num_samples`` and batches of images + image ids."""
+
+        num_samples = len(ids)
+
+        def __iter__(self) -> object:
+            return iter(batches)
+
+    detector = build_detector(ModelConfig(backbone_weights=None))
+    model = detector.model.to(device=device, memory_format=torch.channels_last)
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+    ev = Evaluation(Loader(), gt, detector.postprocessor, EvalConfig(asynchronous=False),  # type: ignore[arg-type]
+                    device=device, autocast_dtype=autocast, channels_last=True)  # fmt: skip
+    start = time.perf_counter()
+    ev.infer(model)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    infer_s = time.perf_counter() - start
+    result = ev.evaluator.evaluate(1, asynchronous=False)
+    total_s = time.perf_counter() - start
+    ev.close()
+    return [f"{total_s:.1f} s total", f"inference+NMS {infer_s:.1f} s",
+            f"gather+scoring {total_s - infer_s:.1f} s", f"mAP {result.stats[0]:.4f} (random weights)"]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--tiny", action="store_true", help="CPU smoke run: batch 2, few steps, 40 val images"
+    )
+    p.add_argument(
+        "--budget", type=float, default=None, help="seconds for all rows (default 510; tiny 360)"
+    )
+    args = p.parse_args(argv)
+    import torch
+
+    cuda = torch.cuda.is_available()
+    tiny = args.tiny
+    args.precision = "bf16" if cuda else "fp32"
+    args.warmup, args.timed = (2, 1) if tiny else (5, 20)
+    args.threads = 2 if tiny else None
+    args.workers = 2 if tiny else 16
+    args.data_images = 64 if tiny else 2048
+    args.eval_images, args.eval_batch = (40, 20) if tiny else (5000, 250)
+    budget = args.budget or (360.0 if tiny else 510.0)
+    deadline = time.monotonic() + budget
+    batches = [2] if tiny else [114, 256]
+    modes = ["eager", "default"] + ([] if tiny or not cuda else ["reduce-overhead"])
+    # most informative rows first: a row that no longer fits the budget is skipped, not the table
+    plan = [(b, m) for m in modes for b in batches]
+    plan.sort(key=lambda bm: ({"reduce-overhead": 0, "default": 1, "eager": 2}[bm[1]], bm[0]))
+    reserve = 30.0 if tiny else 150.0  # data pipeline + evaluation
+    rows: list[list[str]] = []
+    for b, m in plan:
+        left = deadline - time.monotonic() - reserve
+        if left < (20 if tiny else 60):
+            rows.append([f"train step b={b} {m}", "skipped: time budget spent", "", "", ""])
+            continue
+        print(f"device_check: train step batch {b}, {m} ...", flush=True)
+        rows.append([f"train step b={b} {m}", *_train_row(b, m, args, left)])
+    left = deadline - time.monotonic() - (15 if tiny else 90)
+    if left > 10:
+        print("device_check: input pipeline ...", flush=True)
+        rows += _data_row(args, left)
+    else:
+        rows.append(["input pipeline", "skipped: time budget spent", "", "", ""])
+    print(f"device_check: evaluation of {args.eval_images} synthetic val images ...", flush=True)
+    try:
+        rows.append([f"evaluation {args.eval_images} images", *_eval_row(args)])
+    except Exception as error:  # the table is the result: report the failure in it
+        rows.append(
+            [f"evaluation {args.eval_images} images", f"failed: {error!r}"[:100], "", "", ""]
+        )
+    device = torch.cuda.get_device_name() if cuda else "cpu"
+    print(f"\ndevice check: {device}, torch {torch.__version__}, precision {args.precision}, "
+          f"{'tiny' if tiny else 'full'} run, {budget - (deadline - time.monotonic()):.0f} s")  # fmt: skip
+    head = ["row", "throughput / result", "peak memory / detail", "graphs / detail", "wall"]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
+    for r in [head, ["-" * w for w in widths], *rows]:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
