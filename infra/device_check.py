@@ -118,7 +118,7 @@ def _eval_row(args: argparse.Namespace) -> list[str]:
         def __iter__(self) -> object:
             return iter(batches)
 
-    detector = build_detector(ModelConfig(backbone_weights=None))
+    detector = build_detector(ModelConfig(num_classes=81, backbone_weights=None))
     model = detector.model.to(device=device, memory_format=torch.channels_last)
     autocast = torch.bfloat16 if device.type == "cuda" else None
     ev = Evaluation(Loader(), gt, detector.postprocessor, EvalConfig(asynchronous=False),  # type: ignore[arg-type]
@@ -138,7 +138,7 @@ def _eval_row(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--tiny", action="store_true", help="CPU smoke run: batch 2, few steps, 40 val images"
+        "--tiny", action="store_true", help="CPU smoke run: batch 2, few steps, 8 val images"
     )
     p.add_argument(
         "--budget", type=float, default=None, help="seconds for all rows (default 510; tiny 360)"
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args.threads = 2 if tiny else None
     args.workers = 2 if tiny else 16
     args.data_images = 64 if tiny else 2048
-    args.eval_images, args.eval_batch = (40, 20) if tiny else (5000, 250)
+    args.eval_images, args.eval_batch = (8, 4) if tiny else (5000, 250)
     budget = args.budget or (360.0 if tiny else 510.0)
     deadline = time.monotonic() + budget
     batches = [2] if tiny else [114, 256]

@@ -31,7 +31,9 @@ def _line(key: str, value: object, time_ms: int, **metadata: object) -> str:
     return ":::MLLOG " + json.dumps(record)
 
 
-def closed_log(epochs: int, batch: int = 1024, minutes: float = 10.0, division: str = "closed") -> str:
+def closed_log(
+    epochs: int, batch: int = 1024, minutes: float = 10.0, division: str = "closed"
+) -> str:
     """An SSD log converging (mAP 0.23) after ``epochs`` epochs, evaluated every 5 epochs."""
     t0 = 1_700_000_000_000
     lines = [
@@ -66,10 +68,20 @@ def _write_runs(root: Path, epochs: list[int], batch: int, division: str = "clos
 def _golden(folder: Path, tmp_path: Path) -> bool:
     """The checker's own verdict (its CLI, another process)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "mlperf_logging.rcp_checker", str(folder), "--rcp_version", "1.0.0",
-         "--log_output", str(tmp_path / "rcp.log")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlperf_logging.rcp_checker",
+            str(folder),
+            "--rcp_version",
+            "1.0.0",
+            "--log_output",
+            str(tmp_path / "rcp.log"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode in (0, 1), proc.stderr
     return proc.returncode == 0
 

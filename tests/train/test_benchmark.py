@@ -1,8 +1,17 @@
-"""``--mode benchmark``: times the training step itself on synthetic tensors and reports img/s."""
+"""``--mode benchmark``: times the training step itself on synthetic tensors and reports img/s,
+graph counts and peak memory, also as ``--benchmark.json``; compiled: 0 graph breaks, single
+process and 2-rank gloo DDP."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from ssd_train.__main__ import main
@@ -57,3 +66,79 @@ def test_synthetic_batch_follows_the_training_batch_format() -> None:
     box = b.boxes[valid]
     assert bool((box[:, 2] > box[:, 0]).all() and (box[:, 3] > box[:, 1]).all())
     assert bool((box >= 0).all() and (box <= 1).all())
+
+
+def test_benchmark_json_has_the_documented_record(tmp_path: Path) -> None:
+    out = tmp_path / "sub" / "bench.json"
+    args = [*TINY, "--mode", "benchmark", "--benchmark.warmup-steps", "1",
+            "--benchmark.timed-steps", "2", "--benchmark.json", str(out), "--compile", "false"]  # fmt: skip
+    assert main(args) == 0
+    r = json.loads(out.read_text())
+    assert set(r) >= {"img_per_s", "step_ms", "graph_breaks", "graphs", "recompiles",
+                      "peak_memory_bytes", "peak_memory_kind", "device", "precision",
+                      "compile_mode", "batch_size", "world_size"}  # fmt: skip
+    assert r["img_per_s"] == pytest.approx(1 * 1000.0 / r["step_ms"], rel=1e-6)  # batch 1
+    assert (r["graphs"], r["graph_breaks"], r["recompiles"]) == (0, 0, 0)  # eager: nothing compiled
+    assert (r["device"], r["precision"], r["compile_mode"]) == ("cpu", "fp32", "eager")
+    assert (r["batch_size"], r["world_size"]) == (1, 1)
+    import resource
+
+    assert r["peak_memory_kind"] == "cpu_peak_rss"
+    own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # same process
+    assert 100 * 2**20 < r["peak_memory_bytes"] <= own_peak
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+COMPILED = ["--mode", "benchmark", "--compile", "true", "--data.batch-size", "2",
+            "--benchmark.warmup-steps", "2", "--benchmark.timed-steps", "1",
+            "--model.backbone-weights", "none", "--precision", "fp32", "--device", "cpu"]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(660)
+def test_compiled_benchmark_has_no_graph_breaks_within_ten_minutes(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssd_train", *COMPILED, "--benchmark.json", str(out)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert time.monotonic() - start < 600
+    r = json.loads(out.read_text())
+    assert r["graph_breaks"] == 0 and r["recompiles"] == 0
+    assert r["graphs"] == 2  # forward+loss (with its backward) and the update (clip + SGD)
+    assert r["compile_mode"] == "default" and r["world_size"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_compiled_ddp_benchmark_has_no_graph_breaks(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
+        args = [sys.executable, "-m", "ssd_train", *COMPILED, "--num-threads", "1",
+                "--distributed.backend", "gloo", "--benchmark.json", str(out)]  # fmt: skip
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    logs = []
+    for p in procs:
+        try:
+            logs.append(p.communicate(timeout=840)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
+    r = json.loads(out.read_text())  # rank 0's view
+    assert r["world_size"] == 2 and r["graph_breaks"] == 0 and r["recompiles"] == 0
+    # the DDP module's forward, encode + loss, and the update (clip + SGD)
+    assert r["graphs"] == 3

@@ -54,9 +54,22 @@ def test_predict_folder_draws_images_and_ssd_eval_accepts_predictions(
     gt = json.loads(gt_path.read_text())
     out = tmp_path / "out"
     rc = main(
-        ["--weights", str(weights), str(dataset / "val2017"), "--out", str(out),
-         "--score-threshold", "0", "--batch-size", "3", "--device", "cpu", "--gt", str(gt_path)]
-    )  # fmt: skip
+        [
+            "--weights",
+            str(weights),
+            str(dataset / "val2017"),
+            "--out",
+            str(out),
+            "--score-threshold",
+            "0",
+            "--batch-size",
+            "3",
+            "--device",
+            "cpu",
+            "--gt",
+            str(gt_path),
+        ]
+    )
     assert rc == 0
     records = json.loads((out / "predictions.json").read_text())
     by_file = {im["file_name"]: im for im in gt["images"]}
@@ -105,14 +118,28 @@ def test_names_from_the_settings_json_and_threshold_filters(
     assert labels.names[1:] == [c["name"] for c in gt["categories"]]
     assert labels.category_ids[1:] == [c["id"] for c in gt["categories"]]
     out = tmp_path / "out"
-    rc = main(["--weights", str(weights), str(dataset / "val2017" / "*2.jpg"), "--out", str(out),
-               "--score-threshold", "0.5", "--no-draw", "--device", "cpu"])  # fmt: skip
+    rc = main(
+        [
+            "--weights",
+            str(weights),
+            str(dataset / "val2017" / "*2.jpg"),
+            "--out",
+            str(out),
+            "--score-threshold",
+            "0.5",
+            "--no-draw",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     records = json.loads((out / "predictions.json").read_text())
     assert all(r["score"] > 0.5 for r in records)
     assert not list(out.glob("*.jpg"))
     # Without --gt: image ids from the file stems' numbers (synthetic names are <id>.jpg).
-    assert {r["image_id"] for r in records} <= {int(Path(im["file_name"]).stem) for im in gt["images"]}
+    assert {r["image_id"] for r in records} <= {
+        int(Path(im["file_name"]).stem) for im in gt["images"]
+    }
 
 
 def test_image_id_rules() -> None:
@@ -133,8 +160,19 @@ def test_unreadable_image_is_skipped_and_counted(
     good = sorted((dataset / "val2017").glob("*.jpg"))[0]
     (folder / good.name).write_bytes(good.read_bytes())
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
-    rc = main(["--weights", str(weights), str(folder), "--out", str(tmp_path / "o"),
-               "--score-threshold", "0.2", "--device", "cpu"])  # fmt: skip
+    rc = main(
+        [
+            "--weights",
+            str(weights),
+            str(folder),
+            "--out",
+            str(tmp_path / "o"),
+            "--score-threshold",
+            "0.2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     captured = capsys.readouterr()
     assert "1 unreadable images skipped" in captured.out
@@ -175,10 +213,15 @@ def test_bad_inputs_exit_2_with_one_message(
         "all_unreadable": [str(tmp_path / "bad.png")],
         "export_without_out": ["--export", "onnx"],
     }.get(case, [str(empty)])
-    rc = main(["--weights", w, *argv, "--out", str(tmp_path / "o"), "--device", "cpu"]
-              if case != "export_without_out" else ["--weights", w, *argv])  # fmt: skip
+    rc = main(
+        ["--weights", w, *argv, "--out", str(tmp_path / "o"), "--device", "cpu"]
+        if case != "export_without_out"
+        else ["--weights", w, *argv]
+    )
     assert rc == 2
     err = capsys.readouterr().err
-    assert err.startswith("ssd-predict: error: ")
-    assert expected in err
+    last = err.strip().splitlines()[-1]  # (after the progress bar and skipped-file lines)
+    assert last.startswith("ssd-predict: error: ")
+    assert expected in last
+    assert err.count("ssd-predict: error:") == 1
     assert "Traceback" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from rich.console import Console
 from ssd_train.report.metrics import StepMetrics
@@ -54,27 +55,61 @@ def test_line_is_fixed_width_and_aligned_with_header() -> None:
     assert "nan" in slow and "-:--:--" in slow
 
 
-def test_lines_mode_prints_one_line_per_logging_step_with_eta() -> None:
+def test_lines_mode_prints_step_1_logging_steps_and_eta() -> None:
     out = io.StringIO()  # not a TTY: "auto" picks plain lines
     clock = FakeClock()
-    progress = Progress(max_epochs=80, mode="auto", clock=clock, stream=out)
+    progress = Progress(
+        max_epochs=80, mode="auto", clock=clock, stream=out, log_every=25, min_interval_s=60.0
+    )
     assert progress.mode == "lines"
     progress.start_epoch(2, steps=100)
     for step in range(1, 101):
-        clock.now += 0.5  # 0.5 s per step
-        progress.advance()
+        clock.now += 0.5  # 0.5 s per step of 8 images, 0.1 s of it waiting for data
+        progress.advance(images=8, data_wait_s=0.1, step=step)
         if step % 25 == 0:
             progress.log(metrics(step))
     progress.end_epoch()
     lines = out.getvalue().splitlines()
     assert lines[0].split() == ["Epoch", "Step", "loss", "loc", "conf", "lr", "img/s", "data",
                                 "mem", "ETA"]  # fmt: skip
-    assert len(lines) == 5
+    assert len(lines) == 6  # header, step 1 (no loss yet), steps 25, 50, 75, 100
+    # step 1: no loss or lr yet, but img/s (8 images in 0.5 s), data share and ETA (99 * 0.5 s)
+    assert lines[1].split() == ["3/80", "1/100", "-", "-", "-", "-", "16.0", "20%", "-",
+                                "0:00:50"]  # fmt: skip
     # after 25 of 100 steps at 0.5 s each: 75 steps * 0.5 s = 37.5 s left
-    assert lines[1].split()[1] == "25/100"
-    assert lines[1].split()[-1] == "0:00:38"
-    assert lines[4].split()[1] == "100/100" and lines[4].split()[-1] == "0:00:00"
+    assert lines[2].split()[1] == "25/100"
+    assert lines[2].split()[-1] == "0:00:38"
+    assert lines[5].split()[1] == "100/100" and lines[5].split()[-1] == "0:00:00"
     assert "\r" not in out.getvalue()
+    assert all(len(line) <= 80 for line in lines)
+
+
+def test_lines_mode_prints_a_row_every_interval_between_logging_steps() -> None:
+    out = io.StringIO()
+    clock = FakeClock()
+    progress = Progress(
+        max_epochs=1, mode="lines", clock=clock, stream=out, log_every=100, min_interval_s=5.0
+    )
+    progress.start_epoch(0, steps=1000)
+    for step in range(1, 31):
+        clock.now += 2.0  # a slow CPU: 2 s per step
+        progress.advance(images=4, step=step)
+    rows = out.getvalue().splitlines()[1:]
+    # step 1, then every 3rd step (6 s >= 5 s since the last row): 1, 4, 7, ..., 28
+    assert [r.split()[1] for r in rows] == [f"{s}/1000" for s in range(1, 31, 3)]
+    assert all(r.split()[6] == "2.0" for r in rows)  # 4 images / 2 s
+
+
+def test_row_fits_80_columns_with_large_values() -> None:
+    m = StepMetrics(
+        step=1, epoch=79, loss={"total": 12345.678, "loc": 0.000123, "conf": float("inf")},
+        lr=0.123, images_per_sec=23456.7, data_wait_share=1.0, memory_gib=141.2,
+    )  # fmt: skip
+    line = format_line(m, max_epochs=80, step_in_epoch=3665, steps_in_epoch=3665,
+                       eta_seconds=36000 * 9)  # fmt: skip
+    assert len(line) <= 80 and len(format_header(("total", "loc", "conf"))) <= 80
+    assert line.split() == ["80/80", "3665/3665", "1.2e+04", "1.2e-04", "nan", "1.23e-01",
+                            "23456.7", "100%", "141G", "90:00:00"]  # fmt: skip
 
 
 def test_resumed_epoch_eta_counts_only_steps_run_here() -> None:
@@ -90,11 +125,11 @@ def test_resumed_epoch_eta_counts_only_steps_run_here() -> None:
 
 def test_bar_mode_draws_a_bar_and_the_line() -> None:
     buf = io.StringIO()
-    console = Console(file=buf, force_terminal=True, width=160)
+    console = Console(file=buf, force_terminal=True, width=80)
     progress = Progress(max_epochs=80, mode="bar", console=console)
     progress.start_epoch(2, steps=129)
     for step in range(1, 130):
-        progress.advance()
+        progress.advance(images=8)
         if step == 120:
             progress.log(metrics(step))
     progress.message(":::MLLOG {}")
@@ -102,7 +137,9 @@ def test_bar_mode_draws_a_bar_and_the_line() -> None:
     text = buf.getvalue()
     assert "━" in text  # the bar
     assert "129/129" in text
-    assert "120/129" in text and "5.123" in text
+    assert "5.123" in text  # the row of the last logging step
+    plain = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", text).replace("\r", "\n")
+    assert all(len(line) <= 80 for line in plain.splitlines())
     assert ":::MLLOG {}" in text
 
 

@@ -60,6 +60,16 @@ class DataConfig(BaseModel):
             "functional colour ops, as the MLPerf reference"
         ),
     )
+    augment_device: Literal["cpu", "cuda", "auto"] = Field(
+        "auto",
+        description=(
+            "where training images are decoded and augmented. 'cpu': in the loader workers (PIL); "
+            "'cuda': the workers only read the JPEG bytes and draw the random crop/flip/jitter, "
+            "and decoding and pixel work run on the training device (on the CPU when training on "
+            "the CPU, for tests); 'auto': 'cuda' when training on a GPU, else 'cpu'. Same "
+            "decisions, boxes and labels either way; augment_impl picks the colour jitter"
+        ),
+    )
     train_crowd_boxes: bool = Field(
         True, description="train on iscrowd=1 boxes too, as the MLPerf reference does"
     )

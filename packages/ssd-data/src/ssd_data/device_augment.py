@@ -168,7 +168,9 @@ class DeviceAugmenter:
         host = batch.params[:, P_HOST_DECODE].tolist()
         on_device = [k for k, h in enumerate(host) if not h]
         decoded: list[torch.Tensor | None] = [None] * len(host)
-        for k, image in zip(on_device, decode_jpegs([batch.data[k] for k in on_device], self.device), strict=True):
+        for k, image in zip(
+            on_device, decode_jpegs([batch.data[k] for k in on_device], self.device), strict=True
+        ):
             decoded[k] = image
         if all(image is not None for image in decoded):
             return decoded, batch  # type: ignore[return-value]

@@ -22,7 +22,15 @@ import math
 import torch
 
 from ssd_data.color import BRIGHTNESS, CONTRAST, LUMA, SATURATION
-from ssd_data.device_samples import P_BRIGHTNESS, P_CONTRAST, P_HUE, P_HUE_SHIFT, P_ORDER, P_SATURATION
+from ssd_data.device_resize import floor_pos
+from ssd_data.device_samples import (
+    P_BRIGHTNESS,
+    P_CONTRAST,
+    P_HUE,
+    P_HUE_SHIFT,
+    P_ORDER,
+    P_SATURATION,
+)
 
 
 def _col(params: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
@@ -40,7 +48,7 @@ def pil_luma(x: torch.Tensor) -> torch.Tensor:
 def pil_blend(degenerate: torch.Tensor, image: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """PIL ``Image.blend`` of uint8 images: trunc(clamp(d + alpha (x - d))) in float32."""
     d, x = degenerate.to(torch.float32), image.to(torch.float32)
-    return torch.floor((d + alpha * (x - d)).clamp_(0, 255)).to(image.dtype)
+    return floor_pos((d + alpha * (x - d)).clamp_(0, 255)).to(image.dtype)
 
 
 def _f32(x: torch.Tensor) -> torch.Tensor:
@@ -61,24 +69,26 @@ def pil_rgb_to_hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     h = torch.where(
         r == maxc,
         (bc - gc).double(),
-        torch.where(g == maxc, _f32(2.0 + rc.double() - bc.double()), _f32(4.0 + gc.double() - rc.double())),
+        torch.where(
+            g == maxc, _f32(2.0 + rc.double() - bc.double()), _f32(4.0 + gc.double() - rc.double())
+        ),
     )
     h = _f32(torch.fmod(_f32(h) / 6.0 + 1.0, 1.0))
     grey = cr == 0
-    uh = torch.where(grey, 0.0, torch.trunc(h * 255.0).clamp(0, 255))
-    us = torch.where(grey, 0.0, torch.trunc(s.double() * 255.0).clamp(0, 255))
+    uh = torch.where(grey, 0.0, floor_pos(h * 255.0).clamp(0, 255))
+    us = torch.where(grey, 0.0, floor_pos(s.double() * 255.0).clamp(0, 255))
     return uh, us, maxc
 
 
 def pil_hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """PIL's HSV -> RGB (Convert.c ``hsv2rgb``), float64 [N, H, W] each -> [N, 3, H, W]."""
     hh = h * 6.0 / 255.0
-    i = torch.floor(hh)
+    i = floor_pos(hh)
     f = _f32(hh - i)
     fs = _f32(s / 255.0)
-    p = torch.floor(v * (1.0 - fs) + 0.5).clamp(0, 255)
-    q = torch.floor(v * (1.0 - _f32(fs * f)) + 0.5).clamp(0, 255)
-    t = torch.floor(v * (1.0 - fs * (1.0 - f)) + 0.5).clamp(0, 255)
+    p = floor_pos(v * (1.0 - fs) + 0.5).clamp(0, 255)
+    q = floor_pos(v * (1.0 - _f32(fs * f)) + 0.5).clamp(0, 255)
+    t = floor_pos(v * (1.0 - fs * (1.0 - f)) + 0.5).clamp(0, 255)
     sector = torch.remainder(i, 6)
     table = {0: (v, t, p), 1: (q, v, p), 2: (p, v, t), 3: (p, q, v), 4: (t, p, v), 5: (v, p, q)}
     out = []
@@ -109,7 +119,7 @@ def jitter_reference_batch(x: torch.Tensor, params: torch.Tensor) -> torch.Tenso
     for step in range(4):
         op = params[:, P_ORDER + step].view(-1, 1, 1, 1)
         luma = pil_luma(x)
-        mean = torch.floor(luma.double().mean(dim=(1, 2, 3), keepdim=True) + 0.5).to(x.dtype)
+        mean = floor_pos(luma.double().mean(dim=(1, 2, 3), keepdim=True) + 0.5).to(x.dtype)
         x = torch.where(
             op == BRIGHTNESS,
             pil_blend(zero, x, brightness),
@@ -172,7 +182,5 @@ def jitter_fused_batch(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         y = t[:, ch].view(-1, 1, 1) + 0.5
         for j in range(3):
             y = y + a[:, ch, j].view(-1, 1, 1) * x[:, j]
-        out[:, ch] = torch.floor(y.clamp_(0, 255))
+        out[:, ch] = floor_pos(y.clamp_(0, 255))
     return out
-
-

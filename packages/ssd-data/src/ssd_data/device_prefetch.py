@@ -8,14 +8,11 @@ receives, and the batch's tensors are marked as used on the consumer's stream
 (``record_stream``) so the caching allocator never reuses them too early. Nothing to close: the
 pending batch is dropped with the generator (the loader's position counts handed-over batches
 only, so a resume is exact).
-
-Also here: :func:`resolve_augment_device`, the rule of ``data.augment_device``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Literal
 
 import torch
 
@@ -23,25 +20,6 @@ from ssd_data.batch import TrainBatch
 from ssd_data.device_augment import DeviceAugmenter
 from ssd_data.device_batch import EncodedBatch
 from ssd_data.samples import Event
-
-AugmentDevice = Literal["cpu", "cuda", "auto"]
-
-
-def resolve_augment_device(
-    setting: AugmentDevice, device: torch.device | str
-) -> torch.device | None:
-    """The device the device path runs on, or None for the CPU path.
-
-    ``"auto"``: the device path when ``device`` is a CUDA device, else the CPU path; ``"cuda"``:
-    the device path on ``device`` (also when it is the CPU: the device code then runs on CPU
-    tensors, which is how it is tested without a GPU); ``"cpu"``: the CPU path.
-    """
-    dev = torch.device(device)
-    if setting == "cpu" or (setting == "auto" and dev.type != "cuda"):
-        return None
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
 
 
 def device_batches(

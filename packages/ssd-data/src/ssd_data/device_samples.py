@@ -43,7 +43,12 @@ from ssd_data.samples import (
 )
 
 #: Columns of the parameter vector of one sample (float32, see :class:`EncodedSample`).
-P_LEFT, P_TOP, P_RIGHT, P_BOTTOM = 0, 1, 2, 3  # crop in pixels of the decoded image, right/bottom exclusive
+P_LEFT, P_TOP, P_RIGHT, P_BOTTOM = (
+    0,
+    1,
+    2,
+    3,
+)  # crop in pixels of the decoded image, right/bottom exclusive
 P_FLIP = 4  # 1.0: mirror left-right
 P_BRIGHTNESS, P_CONTRAST, P_SATURATION, P_HUE = 5, 6, 7, 8  # jitter factors
 P_ORDER = 9  # 9..12: the jitter order, a permutation of 0..3 (color.BRIGHTNESS ... color.HUE)
@@ -177,7 +182,11 @@ class DeviceSampleFn:
         out_boxes = (flip_boxes(crop.boxes) if flip else crop.boxes).astype(np.float32)
         out_labels = labels[crop.keep]
         height, width = hw
-        rect = crop_pixels(crop.rect, width, height) if crop.rect is not None else (0, 0, width, height)
+        rect = (
+            crop_pixels(crop.rect, width, height)
+            if crop.rect is not None
+            else (0, 0, width, height)
+        )
         params = np.zeros(NUM_PARAMS, np.float32)
         params[P_LEFT : P_BOTTOM + 1] = rect
         params[P_FLIP] = float(flip)
@@ -203,4 +212,6 @@ class DeviceSampleFn:
         labels_out[:k] = out_labels[:k]
         epoch, position, attempt = item
         origin = (epoch, position, i, attempt, fallback)
-        return EncodedSample(data, params, boxes_out, labels_out, self.index.image_id(i), origin, events)
+        return EncodedSample(
+            data, params, boxes_out, labels_out, self.index.image_id(i), origin, events
+        )

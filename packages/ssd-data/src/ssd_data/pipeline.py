@@ -25,12 +25,14 @@ from typing import Any
 import torch
 from torchdata.nodes import Batcher, Loader, Mapper, ParallelMapper, PinMemory, Prefetcher
 
-from ssd_data.batch import EvalBatch, EvalCollate, TrainBatch, TrainCollate
+from ssd_data.batch import EvalBatch, EvalCollate, TrainBatch
 from ssd_data.coco import CocoIndex
 from ssd_data.config import DataConfig
+from ssd_data.device_path import select_train_path
+from ssd_data.device_prefetch import device_batches
 from ssd_data.errors import DataError
 from ssd_data.sampler import EpochClock, ShardSampler, StreamSampler
-from ssd_data.samples import EvalSampleFn, Event, TrainSampleFn
+from ssd_data.samples import EvalSampleFn, Event
 
 log = logging.getLogger(__name__)
 _LOGGED_PER_KIND = 20  # events of one kind logged one by one; after that only counted
@@ -150,6 +152,7 @@ class TrainLoader:
         rank: int,
         world_size: int,
         seed: int,
+        device: torch.device | str = "cpu",
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
@@ -172,19 +175,12 @@ class TrainLoader:
             )
         self.clock = EpochClock(self.shard_size, cfg.batch_size)
         self._sampler = StreamSampler(self.num_samples, rank, world_size, self.shard_size, seed)
-        map_fn = TrainSampleFn(
-            index=index,
-            image_dir=image_dir,
-            seed=seed,
-            max_boxes=cfg.max_boxes,
-            crop_attempts=cfg.crop_attempts,
-            hue=cfg.hue,
-            impl=cfg.augment_impl,
-            crowd_boxes=cfg.train_crowd_boxes,
-            policy=cfg.bad_image_policy,
+        # data.augment_device: CPU path, or bytes + decisions here and pixels on the device.
+        self._map_fn, self._collate, self._augmenter = select_train_path(
+            cfg, index, image_dir, seed, device
         )
         self._loader = _build_graph(
-            self._sampler, map_fn, TrainCollate(cfg.channels_last), cfg.batch_size, True, cfg
+            self._sampler, self._map_fn, self._collate, cfg.batch_size, True, cfg
         )
         hint = "replaced by another image (data.bad_image_policy=skip)"
         self._events = _EventLog("training", hint)
@@ -214,7 +210,10 @@ class TrainLoader:
                 "training data continues at batch %d (epoch %d)", start, self.epoch_of_batch(start)
             )
         _collect_before_fork(self.cfg)
-        return self._batches(iter(self._loader), self._generation)  # resets the graph now
+        it: Iterator[Any] = iter(self._loader)  # resets the graph now
+        if self._augmenter is not None:  # device path: decode + augment one batch ahead
+            it = device_batches(it, self._augmenter)
+        return self._batches(it, self._generation)
 
     def _batches(self, it: Iterator[Any], generation: int) -> Iterator[TrainBatch]:
         while generation == self._generation:
@@ -330,7 +329,9 @@ class EvalLoader:
         _shutdown(self._loader)
 
 
-def build_train_loader(cfg: DataConfig, rank: int, world_size: int, seed: int) -> TrainLoader:
+def build_train_loader(
+    cfg: DataConfig, rank: int, world_size: int, seed: int, device: torch.device | str = "cpu"
+) -> TrainLoader:
     """Training loader of rank ``rank`` of ``world_size``: annotated images of
     ``cfg.train_annotations``, shuffled per epoch from ``seed``, MLPerf augmentation.
 
@@ -338,11 +339,18 @@ def build_train_loader(cfg: DataConfig, rank: int, world_size: int, seed: int) -
     ``loader.shard_size`` images per rank, batches straddling epoch boundaries); see
     :class:`TrainLoader` for the clock (``epoch_start_batch``, ``epoch_of_batch``,
     ``batches_done``) and resume; ``loader.num_samples`` is the global image count.
+
+    ``device`` is the training device. With ``cfg.augment_device`` "auto" and a CUDA
+    ``device`` (or "cuda"), the loader workers only read JPEG bytes and draw the augmentation
+    decisions; decoding and pixel work run on ``device`` one batch ahead on a side stream, and
+    the batches come out already on ``device`` (same decisions, boxes and labels as the CPU
+    path; :mod:`ssd_data.device_augment`). "cuda" with a CPU ``device`` runs that code on the
+    CPU (tests).
     """
     annotations = _require(cfg.train_annotations, "train_annotations")
     image_dir = _check_dir(_require(cfg.train_images, "train_images"), "train_images")
     index = CocoIndex.from_json(annotations, skip_empty=True, cache=cfg.cache_index)
-    return TrainLoader(cfg, index, image_dir, rank, world_size, seed)
+    return TrainLoader(cfg, index, image_dir, rank, world_size, seed, device)
 
 
 def build_eval_loader(cfg: DataConfig, rank: int, world_size: int) -> EvalLoader:

@@ -56,6 +56,7 @@ _EASY_PALETTE: tuple[RGB, ...] = (
 # COCO category ids used by each preset (objects are drawn only from these; see ``categories``
 # in generate_synthetic_coco for what the json lists).
 _EASY_IDS = (1, 3, 16, 18, 44, 62, 73, 85, 53, 28)
+_STARTER_IDS = _EASY_IDS[:4]
 _MEDIUM_IDS = (*_EASY_IDS, 2, 6, 9, 19, 22, 37, 47, 59, 64, 77)
 
 
@@ -115,6 +116,25 @@ class Difficulty:
 
 
 PRESETS: dict[str, Difficulty] = {
+    "starter": Difficulty(
+        name="starter",
+        category_ids=_STARTER_IDS,
+        num_shapes=4,
+        num_textures=1,
+        palette=_EASY_PALETTE[:4],
+        colour_jitter=8,
+        objects_per_image=(1, 3),
+        object_scale=(0.2, 0.5),
+        max_aspect=1.5,
+        min_visible=0.8,
+        background_contrast=15.0,
+        distractors=(0, 0),
+        lines=(0, 0),
+        occluders=(0, 0),
+        empty_fraction=0.0,
+        grayscale_fraction=0.0,
+        crowd_fraction=0.0,
+    ),
     "easy": Difficulty(
         name="easy",
         category_ids=_EASY_IDS,

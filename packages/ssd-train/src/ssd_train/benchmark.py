@@ -31,6 +31,10 @@ from ssd_train.settings import Settings
 from ssd_train.train_step import ensure_momentum_buffers
 
 
+COCO_NUM_CLASSES = 81
+"""Classes of the benchmark's model when ``model.num_classes`` is unset: COCO's 80 + background."""
+
+
 class SyntheticBatch(NamedTuple):
     """A ``TrainBatch``-shaped batch: images uint8 [N,3,300,300] (channels_last), boxes float32
     [N,M,4] ltrb in [0,1], labels int64 [N,M] (0 = padding), image_ids int64 [N]."""
@@ -143,6 +147,9 @@ def run_benchmark(settings: Settings) -> BenchmarkResult:
     """
     from torch._dynamo.utils import counters
 
+    if settings.model.num_classes is None:  # no dataset to count categories: COCO's 80 + 1
+        model = settings.model.model_copy(update={"num_classes": COCO_NUM_CLASSES})
+        settings = settings.model_copy(update={"model": model})
     counters.clear()
     ctx = init_distributed(settings.distributed, settings.device)
     try:

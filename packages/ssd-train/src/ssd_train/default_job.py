@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from ssd_data import DataConfig, generate_synthetic_coco
+from ssd_data import DataConfig, check_dataset_paths, generate_synthetic_coco
 from ssd_data.synthetic import MARKER_NAME
 
 from ssd_train.settings import Settings
@@ -81,14 +81,16 @@ def dataset_num_classes(annotations: Path) -> int:
 
 
 def with_dataset_classes(settings: Settings) -> Settings:
-    """``settings`` with ``model.num_classes`` from the validation json (the one source of C).
+    """``settings`` with ``model.num_classes`` from the validation json (the one source of C),
+    after checking that every dataset folder and annotation file exists.
 
     Raises:
+        DataError: a dataset folder or annotation file is missing.
         ValueError: ``model.num_classes`` was set and differs from the dataset's count.
     """
+    check_dataset_paths(settings.data)
     annotations = settings.data.val_annotations
-    if annotations is None:
-        return settings
+    assert annotations is not None  # checked just above
     found = dataset_num_classes(annotations)
     wanted = settings.model.num_classes
     if wanted is not None and wanted != found:

@@ -16,11 +16,53 @@ from ssd_data import build_eval_loader
 from ssd_eval import EvalResult, format_summary
 from torch import nn
 
+from ssd_train.checkpoint.weights import ExportError
 from ssd_train.components import autocast_dtype_for
 from ssd_train.default_job import DatasetClassesError
 from ssd_train.distributed import destroy, init_distributed
 from ssd_train.evaluation import Evaluation
 from ssd_train.settings import Settings
+
+
+class WeightsError(ValueError):
+    """``--weights`` is missing or not something ``--mode eval`` can load; the message says what to pass."""
+
+
+_WHAT = (
+    "pass an exported weights file (best.pt / last.pt of a run folder) or a checkpoint folder"
+    " (<run dir>/checkpoints/step-N)"
+)
+
+
+def check_weights_arg(weights: Path | None) -> Path:
+    """Fail fast: ``--weights`` is given and names an existing file or folder.
+
+    Raises:
+        WeightsError: naming the path and what to pass instead.
+    """
+    if weights is None:
+        raise WeightsError(f"--mode eval needs --weights: {_WHAT}")
+    path = Path(weights).expanduser()
+    if not path.exists():
+        raise WeightsError(f"--weights {path} does not exist: {_WHAT}")
+    return path
+
+
+def _read_exported(weights: Path):  # type: ignore[no-untyped-def]
+    """``read_exported`` with a message free of torch's internals (no ``weights_only`` hint)."""
+    from ssd_train.checkpoint.weights import read_exported
+
+    try:
+        return read_exported(weights)
+    except ExportError as error:
+        cause = error.__cause__
+        if cause is None:
+            raise WeightsError(f"{error}") from None
+        if "Weights only load failed" in str(cause):
+            why = "it holds Python objects other than tensors, which are not loaded (for safety)"
+        else:
+            why = f"not a torch weights file ({type(cause).__name__})"
+        raise WeightsError(f"--weights {weights} cannot be read: {why}; {_WHAT}") from None
 
 
 def load_weights_into(model: nn.Module, weights: Path) -> str:
@@ -37,18 +79,27 @@ def load_weights_into(model: nn.Module, weights: Path) -> str:
         )
 
         from ssd_train.checkpoint.files import inspect_checkpoint
+        from ssd_train.checkpoint.manager import _quiet_single_process
 
         info = inspect_checkpoint(weights)
         if not info.usable:
-            raise ValueError(f"cannot evaluate {weights}: {info.problem}")
+            raise WeightsError(f"cannot evaluate {weights}: {info.problem}; {_WHAT}")
         state = {"model": get_model_state_dict(model)}
-        dcp.load(state, checkpoint_id=str(weights))
+        _quiet_single_process()
+        try:
+            dcp.load(state, checkpoint_id=str(weights))
+        except Exception as error:  # DCP raises several types for foreign or partial folders
+            raise WeightsError(
+                f"cannot load the model from checkpoint {weights} ({type(error).__name__}); {_WHAT}"
+            ) from None
         set_model_state_dict(model, state["model"])
         return f"checkpoint {weights} (step {info.step})"
-    from ssd_train.checkpoint.weights import read_exported
-
-    exported = read_exported(weights)
-    model.load_state_dict(exported.state_dict)
+    exported = _read_exported(weights)
+    try:
+        model.load_state_dict(exported.state_dict)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise WeightsError(f"{weights} does not fit the SSD300 model: {first}") from None
     meta = exported.metadata
     return f"weights {weights} (epoch {meta.get('epoch')}, step {meta.get('weights_step', meta.get('step'))})"
 
@@ -61,17 +112,13 @@ def weights_num_classes(weights: Path, default: int) -> int:
         if saved.is_file():
             return int(json.loads(saved.read_text()).get("model", {}).get("num_classes", default))
         return default
-    from ssd_train.checkpoint.weights import read_exported
-
-    return int(read_exported(weights).metadata.get("num_classes", default))
+    return int(_read_exported(weights).metadata.get("num_classes", default))
 
 
 def evaluate_weights(settings: Settings) -> EvalResult:
     """Evaluate ``settings.weights`` on ``settings.data``'s validation set; returns the result (all ranks)."""
-    if settings.weights is None:
-        raise ValueError(
-            "--mode eval needs --weights (an exported .pt file or a checkpoints/step-N folder)"
-        )
+    check_weights_arg(settings.weights)
+    assert settings.weights is not None
     ctx = init_distributed(settings.distributed, settings.device)
     evaluation = None
     try:

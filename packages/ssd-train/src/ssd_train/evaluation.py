@@ -149,3 +149,70 @@ class EvalHistory:
         ]
         self.submitted = self.received = int(state["received"])
         self.best_map = float(state["best_map"])
+
+
+class RunEvaluations:
+    """The evaluations of one run: started after evaluation epochs, their (possibly asynchronous)
+    results collected on every rank together, logged (MLPerf ``eval_accuracy``, metrics, console),
+    exported as ``best.pt`` when they improve, and checked against the target.
+
+    Args:
+        evaluation: inference and scoring over the validation set.
+        history: the run's :class:`EvalHistory` (checkpointed by the trainer).
+        target_map: the stopping rule.
+        mllog: ``report.mlperf_log.MLPerfLogger``; reporter: ``report.reporter.RunReporter``;
+        exporter: ``checkpoint.weights.WeightsExporter``.
+        class_names: contiguous label -> name, for the drawn predictions.
+    """
+
+    def __init__(
+        self,
+        evaluation: Evaluation,
+        history: EvalHistory,
+        *,
+        target_map: float,
+        mllog: Any,
+        reporter: Any,
+        exporter: Any,
+        class_names: list[str],
+    ) -> None:
+        self.evaluation, self.history, self.target_map = evaluation, history, target_map
+        self.mllog, self.reporter, self.exporter = mllog, reporter, exporter
+        self.class_names = class_names
+        self.success: str | None = None  # why the target is met, once it is
+
+    def start(
+        self, model: nn.Module, eval_model: nn.Module, *, step: int, epochs_done: int
+    ) -> None:
+        """Evaluate ``eval_model`` after ``epochs_done`` epochs (collective); a synchronous result
+        is handled now, an asynchronous one by a later :meth:`receive`."""
+        self.exporter.on_evaluation_start(model, step, epochs_done)
+        result = self.evaluation.run(eval_model, epochs_done)
+        sample = self.evaluation.first_batch
+        if sample is not None:
+            self.reporter.val_predictions(*sample, self.evaluation.evaluator.gt, self.class_names)
+        self.history.submitted += 1
+        if result is not None:
+            self._handle([result], model, step=step, epoch=epochs_done)
+
+    def receive(self, model: nn.Module, *, wait: bool, step: int, epoch: int) -> None:
+        """Collect finished results (collective: every rank gets the same ones)."""
+        if self.history.pending:
+            self._handle(self.evaluation.poll(wait=wait), model, step=step, epoch=epoch)
+
+    def _handle(
+        self, results: list[EvalResult], model: nn.Module, *, step: int, epoch: int
+    ) -> None:
+        for result in results:
+            self.history.add(result)
+            epochs_done = int(result.epoch) if result.epoch is not None else epoch
+            self.mllog.eval_result(result.map, epochs_done)
+            self.reporter.evaluation(result, epochs_done=epochs_done, step=step)
+            self.exporter.on_evaluation(model, result, step=step, epoch=epoch)
+            if result.map >= self.target_map and self.success is None:
+                self.success = (
+                    f"mAP {result.map:.4f} >= {self.target_map} after epoch {epochs_done}"
+                )
+
+    def close(self) -> None:
+        self.evaluation.close()

@@ -1,15 +1,24 @@
-"""Run-level decisions made once at start-up: the run folder, config.json, MLPerf hyperparameters and division."""
+"""Run-level decisions made once at start-up: the run folder, seed, config.json, the MLPerf log's
+header (division, platform, hyperparameters), and how a run ended."""
 
 from __future__ import annotations
 
 import datetime
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 
 from ssd_train.distributed import DistributedContext, broadcast_object, broadcast_seed
-from ssd_train.report.mlperf_log import MLPerfHyperparameters, describe_platform, resolve_division
+from ssd_train.lr_schedule import base_learning_rate
+from ssd_train.report.mlperf_log import (
+    MLPerfHyperparameters,
+    MLPerfLogger,
+    describe_platform,
+    resolve_division,
+)
 from ssd_train.settings import Settings, settings_json
 
 
@@ -109,3 +118,49 @@ def platform_name(settings: Settings, ctx: DistributedContext) -> str:
         return settings.logging.mlperf.platform
     name = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "CPU"
     return describe_platform(ctx.world_size, name)
+
+
+RunStatus = Literal["success", "aborted"]
+
+
+@dataclass
+class RunOutcome:
+    """How a training run ended."""
+
+    status: RunStatus
+    reason: str
+    run_dir: Path
+    steps: int
+    epochs_done: int
+    best_map: float
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What start-up decided: the run folder, the master seed, the global batch (images per
+    optimiser step over all ranks), the base LR, and the MLPerf log (init phase open)."""
+
+    run_dir: Path
+    seed: int
+    global_batch: int
+    base_lr: float
+    mllog: MLPerfLogger
+
+
+def start_run(settings: Settings, ctx: DistributedContext, *, synthetic_data: bool) -> RunStart:
+    """Run folder, seed, config.json, then the MLPerf log in MLPerf's order: submission header,
+    cache_clear, init_start, hyperparameters (every rank; rank 0 writes)."""
+    run_dir = resolve_run_dir(settings.run_dir, ctx)
+    seed = resolve_seed(settings.seed, run_dir, ctx)
+    global_batch = settings.global_batch_size(ctx.world_size)
+    base_lr = base_learning_rate(settings.optim.lr_per_32, global_batch)
+    hp = mlperf_hyperparameters(settings, seed, global_batch, base_lr)
+    division = mlperf_division(settings, hp, synthetic_data=synthetic_data)
+    write_config(settings, run_dir, ctx)
+    mllog = MLPerfLogger(run_dir, settings.logging.mlperf, rank=ctx.rank)
+    mllog.submission_info(division, platform_name(settings, ctx))
+    mllog.cache_clear(caches_cleared())
+    mllog.init_start()
+    mllog.hyperparameters(hp)
+    return RunStart(run_dir, seed, global_batch, base_lr, mllog)

@@ -6,23 +6,20 @@ run_start; only then the data loaders; then optimiser steps over the never-dropp
 (NVIDIA v0.7's epoch clock: epoch e starts at batch ``ceil(e * shard / batch)``) with evaluations
 after the configured epochs, scored asynchronously, until mAP >= target or max epochs/steps.
 
-The trainer builds and owns its parts: the :class:`~ssd_train.checkpoint.manager.CheckpointManager`
-(resume at start; saves every N steps, at evaluation epochs, on a stop request and at max_steps),
-the :class:`~ssd_train.resilience.preemption.StopRequest`, the step watchdog, the weights exporter
-(best.pt / last.pt) and the non-finite-loss policy. :meth:`Trainer.state_dict` /
-:meth:`Trainer.load_state_dict` hold everything a resume needs.
+The trainer builds and owns its parts: the checkpoint manager (resume at start; saves every N
+steps, at evaluation epochs, on a stop request and at max_steps), the stop request, the step
+watchdog, the weights exporter (best.pt / last.pt), the non-finite-loss policy and the run's
+evaluations. :meth:`Trainer.state_dict` / :meth:`load_state_dict` hold what a resume needs.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from ssd_data import TrainLoader, build_eval_loader, build_train_loader
-from ssd_eval import EvalResult
 
 from ssd_train.benchmark import synthetic_batch
 from ssd_train.checkpoint.manager import (
@@ -39,44 +36,17 @@ from ssd_train.distributed import (
     seed_everything,
     set_collective_timeout,
 )
-from ssd_train.evaluation import EvalHistory, Evaluation
-from ssd_train.lr_schedule import LRSchedule, base_learning_rate, decay_steps_from_epochs
-from ssd_train.report.mlperf_log import MLPerfLogger, evaluation_blocks
+from ssd_train.evaluation import EvalHistory, Evaluation, RunEvaluations
+from ssd_train.lr_schedule import LRSchedule, decay_steps_from_epochs
+from ssd_train.report.mlperf_log import evaluation_blocks
 from ssd_train.report.reporter import RunReporter, class_names_of
 from ssd_train.resilience.fault_injection import FaultInjector
-from ssd_train.resilience.nonfinite import NonFiniteSkipper
+from ssd_train.resilience.nonfinite import NonFiniteGuard
 from ssd_train.resilience.preemption import StopRequest
 from ssd_train.resilience.watchdog import StepWatchdog
-from ssd_train.run_setup import (
-    caches_cleared,
-    mlperf_division,
-    mlperf_hyperparameters,
-    platform_name,
-    resolve_run_dir,
-    resolve_seed,
-    write_config,
-)
+from ssd_train.run_setup import RunOutcome, RunStatus, start_run
 from ssd_train.settings import Settings
 from ssd_train.train_step import StepOutput
-
-RunStatus = Literal["success", "aborted"]
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss or gradient norm became NaN/inf; the message names the step."""
-
-
-@dataclass
-class RunOutcome:
-    """How a training run ended."""
-
-    status: RunStatus
-    reason: str
-    run_dir: Path
-    steps: int
-    epochs_done: int
-    best_map: float
-    results: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Trainer:
@@ -93,20 +63,10 @@ class Trainer:
         ctx = self.ctx = init_distributed(s.distributed, s.device)
         if s.num_threads:
             torch.set_num_threads(s.num_threads)
-        self.run_dir = resolve_run_dir(s.run_dir, ctx)
-        self.seed = resolve_seed(s.seed, self.run_dir, ctx)
+        start = start_run(s, ctx, synthetic_data=synthetic_data)
+        self.run_dir, self.seed, self.mllog = start.run_dir, start.seed, start.mllog
+        self.global_batch, self.base_lr = start.global_batch, start.base_lr
         seed_everything(self.seed + ctx.rank)
-        self.global_batch = s.global_batch_size(ctx.world_size)
-        self.base_lr = base_learning_rate(s.optim.lr_per_32, self.global_batch)
-        hp = mlperf_hyperparameters(s, self.seed, self.global_batch, self.base_lr)
-        self.division = mlperf_division(s, hp, synthetic_data=synthetic_data)
-        write_config(s, self.run_dir, ctx)
-
-        self.mllog = MLPerfLogger(self.run_dir, s.logging.mlperf, rank=ctx.rank)
-        self.mllog.submission_info(self.division, platform_name(s, ctx))
-        self.mllog.cache_clear(caches_cleared())
-        self.mllog.init_start()
-        self.mllog.hyperparameters(hp)
         self.reporter = RunReporter(
             self.run_dir,
             s.logging,
@@ -133,11 +93,7 @@ class Trainer:
             else None
         )
         self.exporter = WeightsExporter(self.run_dir, s.model_dump(mode="json"), ctx.rank)
-        self.nonfinite_skipper: NonFiniteSkipper | None = (
-            NonFiniteSkipper(self.optimizer, res.nonfinite)
-            if res.nonfinite.policy == "skip"
-            else None
-        )
+        self.nonfinite = NonFiniteGuard(self.optimizer, res.nonfinite, ctx.device)
         injector = FaultInjector(res.faults, self.run_dir, ctx.rank, lambda: self.step)
         self.fault_injector = injector.install(c.eval_model) if injector.active else None
 
@@ -146,11 +102,10 @@ class Trainer:
         self.epoch = 0  # 0-based epoch in progress (= epochs done at an epoch boundary)
         self.evals = EvalHistory()
         self.done: tuple[RunStatus, str] | None = None
-        self._first_nonfinite = torch.full((), -1, dtype=torch.int64, device=ctx.device)
         self._last_lr = 0.0
         # built after run_start
         self.train_loader: TrainLoader | None = None
-        self.evaluation: Evaluation | None = None
+        self.evaluations: RunEvaluations | None = None
         self.schedule: LRSchedule | None = None
         self._class_names: list[str] = []
 
@@ -160,8 +115,7 @@ class Trainer:
         assert self.schedule is not None
         self._last_lr = self.schedule.apply(self.optimizer, self.step)
         out = self.components.train_step(micro_batches)
-        bad = ~out.finite & (self._first_nonfinite < 0)
-        self._first_nonfinite = torch.where(bad, self.step, self._first_nonfinite)
+        self.nonfinite.record(out.finite, self.step)
         self.step += 1
         return out
 
@@ -224,7 +178,7 @@ class Trainer:
         self.train_loader = build_train_loader(s.data, ctx.rank, ctx.world_size, self.seed)
         eval_loader = build_eval_loader(s.data, ctx.rank, ctx.world_size)
         c = self.components
-        self.evaluation = Evaluation(
+        evaluation = Evaluation(
             eval_loader,
             Path(s.data.val_annotations),
             c.postprocessor,
@@ -234,9 +188,18 @@ class Trainer:
             channels_last=s.channels_last,
             keep_first_batch=ctx.is_main and s.logging.plots,
         )
-        self._class_names = class_names_of(self.evaluation.evaluator.gt)
+        self._class_names = class_names_of(evaluation.evaluator.gt)
+        self.evaluations = RunEvaluations(
+            evaluation,
+            self.evals,
+            target_map=s.schedule.target_map,
+            mllog=self.mllog,
+            reporter=self.reporter,
+            exporter=self.exporter,
+            class_names=self._class_names,
+        )
         self.mllog.dataset_sizes(
-            train_samples=self.train_loader.num_samples, eval_samples=self.evaluation.num_samples
+            train_samples=self.train_loader.num_samples, eval_samples=evaluation.num_samples
         )
         sch = s.schedule
         self.schedule = LRSchedule(
@@ -317,8 +280,7 @@ class Trainer:
         max_steps = self._max_steps_reached()
         if self.step % self.settings.logging.log_every == 0 or end_of_epoch or max_steps:
             self._log_step(out)
-            if self.evals.pending:
-                self._receive_results(wait=False)
+            self._receive_results(wait=False)
         if self.done is None and max_steps and not end_of_epoch:
             self._stop_at_max_steps()  # at an epoch end, the epoch's evaluation comes first
         if self.done is None and self.stop_request.should_stop(self.step):
@@ -328,19 +290,8 @@ class Trainer:
             self.save_checkpoint("periodic")
 
     def check_finite(self) -> None:
-        """Raise NonFiniteLossError naming the first bad step (a host sync: logging steps, saves).
-
-        Under the ``skip`` policy the skipper drops such updates instead.
-        """
-        if self.nonfinite_skipper is not None:
-            return
-        bad = int(self._first_nonfinite.item())
-        if bad >= 0:
-            raise NonFiniteLossError(
-                f"non-finite loss at step {bad} (epoch {self.epoch + 1}); last checkpoint:"
-                f" {self.checkpoints.last_saved or 'none'}. Lower the LR, enable"
-                " optim.grad_clip_norm, check the data, or resume from that checkpoint."
-            )
+        """Raise NonFiniteLossError naming the first bad step (a host sync: logging, saves)."""
+        self.nonfinite.check(self.epoch, self.checkpoints.last_saved)
 
     def _log_step(self, out: StepOutput) -> None:
         values = torch.stack([out.loss, out.loc, out.conf, out.grad_norm]).tolist()
@@ -358,39 +309,25 @@ class Trainer:
 
     # -- evaluation ---------------------------------------------------------------------------
     def _evaluate(self, epochs_done: int) -> None:
-        assert self.evaluation is not None
+        assert self.evaluations is not None
         average_bn_statistics(self.components.eval_model)
         if self.settings.checkpoint.enabled and self.settings.checkpoint.at_eval_epochs:
             self.save_checkpoint("eval")
-        self.exporter.on_evaluation_start(self.model, self.step, epochs_done)
-        result = self.evaluation.run(self.components.eval_model, epochs_done)
-        sample = self.evaluation.first_batch
-        if sample is not None:
-            self.reporter.val_predictions(*sample, self.evaluation.evaluator.gt, self._class_names)
-        self.evals.submitted += 1
-        if result is not None:
-            self._handle_results([result])
-        elif self.settings.schedule.max_epochs == epochs_done:
+        self.evaluations.start(
+            self.model, self.components.eval_model, step=self.step, epochs_done=epochs_done
+        )
+        self._check_target()
+        if self.settings.schedule.max_epochs == epochs_done:
             self._receive_results(wait=True)
 
     def _receive_results(self, *, wait: bool) -> None:
-        if self.evaluation is None or not self.evals.pending:
-            return
-        self._handle_results(self.evaluation.poll(wait=wait))
+        if self.evaluations is not None:
+            self.evaluations.receive(self.model, wait=wait, step=self.step, epoch=self.epoch)
+            self._check_target()
 
-    def _handle_results(self, results: list[EvalResult]) -> None:
-        target = self.settings.schedule.target_map
-        for result in results:
-            self.evals.add(result)
-            epochs_done = int(result.epoch) if result.epoch is not None else self.epoch
-            self.mllog.eval_result(result.map, epochs_done)
-            self.reporter.evaluation(result, epochs_done=epochs_done, step=self.step)
-            self.exporter.on_evaluation(self.model, result, step=self.step, epoch=self.epoch)
-            if result.map >= target and self.done is None:
-                self.done = (
-                    "success",
-                    f"mAP {result.map:.4f} >= {target} after epoch {epochs_done}",
-                )
+    def _check_target(self) -> None:
+        if self.evaluations is not None and self.evaluations.success and self.done is None:
+            self.done = ("success", self.evaluations.success)
 
     # -- checkpoints --------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -422,13 +359,8 @@ class Trainer:
         """Everything a resume needs, in the checkpoint manager's layout: model and optimiser
         (DCP), this rank's data position and RNG states, and the shared progress, LR schedule and
         evaluation history. Pending asynchronous evaluations must be settled first."""
-        progress = {
-            "step": self.step,
-            "epoch": self.epoch,
-            "seed": self.seed,
-            "global_batch": self.global_batch,
-            "world_size": self.ctx.world_size,
-        }
+        progress = {"step": self.step, "epoch": self.epoch, "seed": self.seed}
+        progress |= {"global_batch": self.global_batch, "world_size": self.ctx.world_size}
         return training_state(
             self.model,
             self.optimizer,
@@ -450,13 +382,13 @@ class Trainer:
         """Release loaders, scorer process, logs, and the process group. Safe to call twice."""
         from ssd_train.distributed import destroy
 
-        if self.evaluation is not None:
-            self.evaluation.close()
-            self.evaluation = None
+        if self.evaluations is not None:
+            self.evaluations.close()
+            self.evaluations = None
         if self.train_loader is not None:
             self.train_loader.close()
             self.train_loader = None
-        for part in (self.watchdog, self.stop_request, self.checkpoints, self.nonfinite_skipper):
+        for part in (self.watchdog, self.stop_request, self.checkpoints, self.nonfinite):
             if part is not None:
                 part.close()
         if self.fault_injector is not None:

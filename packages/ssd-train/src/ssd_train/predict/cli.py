@@ -118,11 +118,15 @@ def run(args: argparse.Namespace) -> int:
         if args.sources:
             raise PredictError("--export takes no SOURCE images (it writes the model only)")
         if args.out is None:
-            raise PredictError(f"--export {args.export} needs --out FILE (e.g. ssd300.{args.export})")
+            raise PredictError(
+                f"--export {args.export} needs --out FILE (e.g. ssd300.{args.export})"
+            )
         if args.out.is_dir():
             raise PredictError(f"--out {args.out} is a folder; give the model file's name")
         print(f"exporting {args.weights} ({metadata.get('num_classes')} classes) to {args.out} ...")
-        path = export_model(model, args.out, args.export, postprocessor if args.postprocess else None)
+        path = export_model(
+            model, args.out, args.export, postprocessor if args.postprocess else None
+        )
         print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
         return 0
     if not args.sources:
@@ -152,7 +156,9 @@ def _predict(args, model, metadata, postprocessor, device) -> int:  # type: igno
             raise PredictError(str(e)) from None
     num_classes = int(metadata.get("num_classes", 81))
     labels = label_map(metadata, num_classes, gt)
-    file_ids = {Path(im["file_name"]).name: int(im["id"]) for im in gt.dataset["images"]} if gt else {}
+    file_ids = (
+        {Path(im["file_name"]).name: int(im["id"]) for im in gt.dataset["images"]} if gt else {}
+    )
     image_ids = assign_image_ids(paths, file_ids)
     out = args.out or Path("predictions")
     out.mkdir(parents=True, exist_ok=True)
@@ -166,18 +172,28 @@ def _predict(args, model, metadata, postprocessor, device) -> int:  # type: igno
     )
     with tqdm(total=len(paths), unit="img", desc="ssd-predict", file=sys.stderr) as bar:
         result = predict_files(
-            model, postprocessor, labels, paths, image_ids, out,
-            device=device, batch_size=args.batch_size, autocast_dtype=autocast,
-            resize_impl=resize_impl, workers=args.workers, draw=not args.no_draw,
+            model,
+            postprocessor,
+            labels,
+            paths,
+            image_ids,
+            out,
+            device=device,
+            batch_size=args.batch_size,
+            autocast_dtype=autocast,
+            resize_impl=resize_impl,
+            workers=args.workers,
+            draw=not args.no_draw,
             progress=bar.update,
-        )  # fmt: skip
+        )
     (out / "predictions.json").write_text(json.dumps(result.records) + "\n")
     for path, reason in result.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(
         f"{result.images_done} images, {len(result.records)} detections above "
         f"{args.score_threshold}; {len(result.skipped)} unreadable images skipped; "
-        f"wrote {out / 'predictions.json'}" + (f" and {len(result.drawn)} drawn images" if result.drawn else ""),
+        f"wrote {out / 'predictions.json'}"
+        + (f" and {len(result.drawn)} drawn images" if result.drawn else ""),
         flush=True,
     )
     if result.images_done == 0:
@@ -193,8 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (PredictError, ExportError, ExportFailed) as e:
+    except (PredictError, ExportFailed) as e:
         return _fail(str(e))
+    except ExportError as e:  # torch's unpickling errors run over many lines: the first says it
+        return _fail(str(e).strip().splitlines()[0])
     except RuntimeError as e:  # load_state_dict: a weights file of another model
         if "state_dict" in str(e):
             return _fail(f"{args.weights} does not hold SSD300 weights ({str(e).splitlines()[0]})")

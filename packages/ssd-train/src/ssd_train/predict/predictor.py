@@ -135,9 +135,20 @@ def predict_files(
             ]
             if good:
                 _predict_batch(
-                    model, postprocessor, labels, good, paths, image_ids, names, category_ids,
-                    out_dir if draw else None, device, autocast_dtype, max_drawn, result,
-                )  # fmt: skip
+                    model,
+                    postprocessor,
+                    labels,
+                    good,
+                    paths,
+                    image_ids,
+                    names,
+                    category_ids,
+                    out_dir if draw else None,
+                    device,
+                    autocast_dtype,
+                    max_drawn,
+                    result,
+                )
             if progress is not None:
                 progress(len(chunk))
     return result

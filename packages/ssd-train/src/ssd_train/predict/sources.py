@@ -63,7 +63,9 @@ def stem_number(path: Path) -> int | None:
     return int(runs[-1]) if runs else None
 
 
-def assign_image_ids(paths: Sequence[Path], gt_file_ids: Mapping[str, int] | None = None) -> list[int]:
+def assign_image_ids(
+    paths: Sequence[Path], gt_file_ids: Mapping[str, int] | None = None
+) -> list[int]:
     """``image_id`` per path, unique.
 
     With ``gt_file_ids`` ({file name: COCO image id} of a ground-truth json), a file whose name
@@ -77,11 +79,11 @@ def assign_image_ids(paths: Sequence[Path], gt_file_ids: Mapping[str, int] | Non
     rest = [i for i, v in enumerate(ids) if v is None]
     taken = {v for v in ids if v is not None}
     numbers = [stem_number(paths[i]) for i in rest]
-    if all(n is not None for n in numbers) and len(set(numbers)) == len(numbers):
-        if not taken.intersection(numbers):
-            for i, n in zip(rest, numbers, strict=True):
-                ids[i] = n
-            return [int(v) for v in ids if v is not None]
+    distinct = all(n is not None for n in numbers) and len(set(numbers)) == len(numbers)
+    if distinct and not taken.intersection(numbers):
+        for i, n in zip(rest, numbers, strict=True):
+            ids[i] = n
+        return [int(v) for v in ids if v is not None]
     offset = max(taken) + 1 if taken else 0
     for i in rest:
         ids[i] = offset + i

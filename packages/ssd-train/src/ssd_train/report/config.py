@@ -43,7 +43,10 @@ class MLPerfConfig(BaseModel):
             "the form [40, 50]x(1 + k/10)), open otherwise (synthetic data, short runs)."
         ),
     )
-    echo_stdout: bool = Field(True, description="Also print the ':::MLLOG' lines to stdout.")
+    echo_stdout: bool = Field(
+        False,
+        description="Also print the ':::MLLOG' lines to the console (they always go to mlperf.log).",
+    )
 
 
 class WandbConfig(BaseModel):

@@ -6,7 +6,10 @@ Records (rank 0 writes; the file is appended to, so a resumed run continues it):
   {"total", "loc", "conf", ...}, "lr", "images_per_sec", "data_wait_share", "memory_gib",
   "time", ...extra}`;
 - evaluation: `{"kind": "eval", "epoch" (epochs finished), "step", "map", "stats" (the 12 COCO
-  numbers), "time"}`.
+  numbers), "time"}`;
+- data counts (at the end of a run, and whenever the trainer asks): `{"kind": "data", "step",
+  "train": {"images", "bad_image", "dropped_boxes", "size_mismatch", "index_*"}, "val":
+  {"bad_image", "size_mismatch"}, "time"}` (the loaders' `stats()`, totals so far).
 
 `time` is seconds since the Unix epoch. `ThroughputMeter` measures img/s and the share of wall
 time spent waiting for data between two logging steps without any device synchronisation;
@@ -106,6 +109,20 @@ class MetricsWriter:
         record = {"kind": "eval", **asdict(m)}
         record["map"] = _finite_or_none(m.map)
         record["stats"] = [_finite_or_none(s) for s in m.stats]
+        self._write(record)
+
+    def log_data(
+        self,
+        *,
+        train: Mapping[str, int] | None,
+        val: Mapping[str, int] | None,
+        step: int | None = None,
+    ) -> None:
+        """The data loaders' counters (skipped images, dropped boxes per kind)."""
+        record: dict[str, Any] = {"kind": "data", "step": step}
+        record["train"] = None if train is None else {k: int(v) for k, v in train.items()}
+        record["val"] = None if val is None else {k: int(v) for k, v in val.items()}
+        record["time"] = time.time()
         self._write(record)
 
     def close(self) -> None:

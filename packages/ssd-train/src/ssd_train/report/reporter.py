@@ -19,6 +19,7 @@ from ssd_eval import EvalResult, GroundTruth
 from torch import Tensor
 
 from ssd_train.report.config import LoggingConfig
+from ssd_train.report.console import data_summary_line, device_precision_line, final_lines
 from ssd_train.report.metrics import (
     EvalMetrics,
     MetricsWriter,
@@ -57,7 +58,12 @@ class RunReporter:
         self.target_map = target_map
         self.meter = ThroughputMeter()
         self.metrics = MetricsWriter(self.run_dir, rank=rank)
-        self.progress = Progress(max_epochs=max_epochs, rank=rank, mode=cfg.progress)
+        self.max_epochs = max_epochs
+        self.progress = Progress(
+            max_epochs=max_epochs, rank=rank, mode=cfg.progress, log_every=cfg.log_every
+        )
+        self._data_counts: tuple[dict[str, int] | None, dict[str, int] | None] = (None, None)
+        self._finished = False
         self.wandb: Any = None
         self._drew_train_batch = False
         if self.enabled and cfg.wandb.enabled:
@@ -75,11 +81,14 @@ class RunReporter:
         self.progress.start_epoch(epoch, steps, done)
         self.meter.reset()
 
-    def step_done(self, images: int, data_wait_s: float) -> None:
-        """Every step (no host sync): counts for img/s and the data-wait share."""
+    def step_done(self, images: int, data_wait_s: float, step: int | None = None) -> None:
+        """Every step (no host sync): counts for img/s and the data-wait share; redraws the row.
+
+        ``step``: optimiser steps done (lets the console leave logging steps to ``log_step``).
+        """
         self.meter.add_step(images)
         self.meter.add_data_wait(data_wait_s)
-        self.progress.advance()
+        self.progress.advance(images=images, data_wait_s=data_wait_s, step=step)
 
     def log_step(
         self,
@@ -205,6 +214,62 @@ class RunReporter:
         except Exception as error:
             self.message(f"could not plot results: {type(error).__name__}: {error}")
 
+    # -- start and end ------------------------------------------------------------------------
+    def device_line(
+        self,
+        device: torch.device,
+        precision: str,
+        autocast_dtype: torch.dtype | None,
+        cpu_fast_bf16: bool,
+    ) -> None:
+        """Print the device and precision chosen and why (see ``console.device_precision_line``)."""
+        self.message(device_precision_line(device, precision, autocast_dtype, cpu_fast_bf16))
+
+    def data_counts(
+        self,
+        train: Mapping[str, int] | None,
+        val: Mapping[str, int] | None,
+        *,
+        step: int | None = None,
+    ) -> None:
+        """The loaders' counters (``TrainLoader.stats()``, ``EvalLoader.stats()``): a ``data``
+        record in metrics.jsonl, kept for the final summary. Call it at the end (and whenever)."""
+        train_d = None if train is None else {k: int(v) for k, v in train.items()}
+        val_d = None if val is None else {k: int(v) for k, v in val.items()}
+        self._data_counts = (train_d, val_d)
+        if self.enabled:
+            self.metrics.log_data(train=train_d, val=val_d, step=step)
+
+    def final(
+        self,
+        status: str,
+        reason: str,
+        *,
+        epochs: int,
+        steps: int,
+        best_map: float | None,
+        run_dir: Path | None = None,
+    ) -> None:
+        """The last lines of a run, for every ending: how it ended (best mAP, or 'no evaluation
+        yet' when ``best_map`` is None), the data counts, and, unless the target was met, the
+        command that continues the run. Also writes results.png."""
+        if not self.enabled:
+            return
+        self._finished = True
+        self.plot()
+        for line in final_lines(
+            status=status,
+            reason=reason,
+            epochs=epochs,
+            steps=steps,
+            best_map=best_map,
+            run_dir=run_dir or self.run_dir,
+            target_map=self.target_map,
+            max_epochs=self.max_epochs,
+            data_summary=data_summary_line(*self._data_counts) or None,
+        ):
+            self.message(line)
+
     # -- misc ---------------------------------------------------------------------------------
     def message(self, text: str) -> None:
         if self.enabled:
@@ -225,6 +290,10 @@ class RunReporter:
                 print(f"wandb image failed: {error}", file=sys.stderr)
 
     def close(self, exit_code: int = 0) -> None:
+        """Close the console and metrics.jsonl; writes results.png when :meth:`final` did not."""
+        if self.enabled and not self._finished:
+            self._finished = True
+            self.plot()
         self.progress.close()
         self.metrics.close()
         if self.wandb is not None:

@@ -1,0 +1,46 @@
+"""``infra/device_check.sh``: committed executable, offline wheels listed, and a ``--tiny`` CPU run
+that prints the one table and exits 0 within 7 minutes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "infra" / "device_check.sh"
+
+
+def test_device_scripts_are_executable_and_install_only_offline() -> None:
+    for name in ("device_check.sh", "device_wheels.sh"):
+        assert os.access(REPO / "infra" / name, os.X_OK), name
+    text = SCRIPT.read_text()
+    assert "--no-index" in text  # nothing from the network on the device machine
+    wheels = (REPO / "infra" / "device_wheels.sh").read_text()
+    for package in ("pydantic-settings", "torchdata", "faster-coco-eval", "mlperf-logging"):
+        assert package in wheels, package
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_tiny_device_check_prints_the_table_within_seven_minutes() -> None:
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(SCRIPT), "--tiny"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=420,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert time.monotonic() - start < 420
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    rows = {line.split("|")[1].strip(): line for line in lines}
+    assert "train step b=2 eager" in rows and "train step b=2 default" in rows
+    assert "img/s" in rows["train step b=2 eager"], proc.stdout
+    assert "0 breaks" in rows["train step b=2 default"], proc.stdout
+    assert any(k.startswith("evaluation 8 images") and " s total" in v for k, v in rows.items())
