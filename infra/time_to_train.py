@@ -24,6 +24,9 @@ Model (each term printed):
   ``--eval-overhead-s``; scoring runs in the background except after the last evaluation:
   ``--score-s`` (ssd-eval: 10.2 CPU s for 5,000 images x 200 detections, docs/benchmarks.md);
 - start-up inside the timed region (``--startup-s``: compilation and loader warm-up; 60 s assumed).
+
+The last column inverts the model: the training rate per rank at which the projection equals
+NVIDIA's published time for that system (same epochs, evaluations and start-up).
 """
 
 from __future__ import annotations
@@ -143,9 +146,22 @@ class Projection:
     eval_s: float
     startup_s: float
 
+    eval_speedup: float = 3.0
+    eval_overhead_s: float = 1.0
+    score_s: float = 10.0
+
     @property
     def total_minutes(self) -> float:
         return (self.startup_s + self.train_s + self.eval_s) / 60.0
+
+    def rate_per_rank_for(self, minutes: float) -> float | None:
+        """img/s per rank at which the projection equals ``minutes`` (None: not reachable)."""
+        if self.epochs is None:
+            return None
+        work = self.epochs * IMAGES_PER_EPOCH + self.evaluations * EVAL_IMAGES / self.eval_speedup
+        fixed = self.startup_s + self.evaluations * self.eval_overhead_s + self.score_s
+        seconds = minutes * 60.0 - fixed
+        return work / seconds / self.preset.ranks if seconds > 0 else None
 
 
 def project(
@@ -168,7 +184,10 @@ def project(
     evaluations = sum(1 for e in preset.eval_epochs if e <= horizon)
     train_s = horizon * IMAGES_PER_EPOCH / rate
     eval_s = evaluations * (EVAL_IMAGES / (eval_speedup * rate) + eval_overhead_s) + score_s
-    return Projection(preset, rate, wanted, epochs, evaluations, train_s, eval_s, startup_s)
+    return Projection(
+        preset, rate, wanted, epochs, evaluations, train_s, eval_s, startup_s,
+        eval_speedup, eval_overhead_s, score_s,
+    )  # fmt: skip
 
 
 def read_benchmark(path: Path) -> dict:
@@ -190,8 +209,9 @@ def table(rows: Sequence[Projection], bench: dict) -> str:
     """The projection table (markdown), one row per preset."""
     head = (
         "| preset | ranks x batch (global) | system img/s | epochs (expected) | evals "
-        "| train min | eval min | start-up min | **projected min** | NVIDIA v0.7 min |\n"
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"
+        "| train min | eval min | start-up min | **projected min** | NVIDIA v0.7 min "
+        "| img/s per rank for NVIDIA's time |\n"
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
     )
     lines = [head]
     for p in rows:
@@ -200,11 +220,13 @@ def table(rows: Sequence[Projection], bench: dict) -> str:
         )
         total = f"**{p.total_minutes:.2f}**" if p.epochs else "not within max_epochs"
         nvidia = NVIDIA_V07_MINUTES.get(p.preset.name)
+        needed = p.rate_per_rank_for(nvidia) if nvidia is not None else None
         lines.append(
             f"| {p.preset.name} | {p.preset.ranks} x {p.preset.batch_per_rank} "
             f"({p.preset.global_batch}) | {p.system_img_s:,.0f} | {epochs} | {p.evaluations} "
             f"| {p.train_s / 60:.2f} | {p.eval_s / 60:.2f} | {p.startup_s / 60:.2f} | {total} "
-            f"| {nvidia if nvidia is not None else '—'} |"
+            f"| {nvidia if nvidia is not None else '—'} "
+            f"| {f'{needed:,.0f}' if needed is not None else '—'} |"
         )
     extras = ", ".join(
         f"{k} {bench[k]}" for k in ("device", "precision", "compile_mode") if k in bench

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pydantic
 import pytest
 import torch
-from ssd_core.build import Detector, build_detector
+from ssd_core.build import Detector, build_detector, encode_compute_dtype
 from ssd_core.config import ModelConfig
 from ssd_core.loss import SSDLoss
 from ssd_core.model import SSD300
@@ -14,11 +14,14 @@ from ssd_core.postprocess import PostProcessor
 
 def test_defaults() -> None:
     cfg = ModelConfig()
-    assert cfg.num_classes == 81
+    assert cfg.num_classes is None  # unset: the dataset decides; build_detector falls back to 81
     assert cfg.backbone_weights == "imagenet"
     assert (cfg.score_threshold, cfg.nms_iou_threshold) == (0.05, 0.5)
     assert (cfg.topk_per_class, cfg.max_detections) == (200, 200)
-    assert cfg.nms_backend == "greedy"
+    assert cfg.nms_backend == "matrix"
+    assert cfg.encode_dtype == "float32"
+    assert encode_compute_dtype(cfg) == torch.float32
+    assert encode_compute_dtype(ModelConfig(encode_dtype="float64")) == torch.float64
 
 
 @pytest.mark.parametrize("value", [None, "none", "None", ""])
@@ -35,6 +38,8 @@ def test_validation_errors() -> None:
         ModelConfig(num_clases=3)  # typo: extra keys are rejected
     with pytest.raises(pydantic.ValidationError, match="nms_backend"):
         ModelConfig(nms_backend="fast")
+    with pytest.raises(pydantic.ValidationError, match="encode_dtype"):
+        ModelConfig(encode_dtype="float16")
 
 
 def test_build_detector() -> None:

@@ -55,7 +55,7 @@ def test_colour_jitter_matches_pil_ops() -> None:
         pil = Image.fromarray(image)
         for _ in range(12):
             p, params = _params(rng)
-            ref = jitter_reference_batch(_chw(image)[None].float(), params)[0]
+            ref = jitter_reference_batch(_chw(image)[None].float(), params, [list(p.order)])[0]
             assert torch.equal(ref.to(torch.uint8), _chw(np.asarray(jitter_reference(pil, p))))
             fused = jitter_fused_batch(_chw(image)[None].float(), params)[0]
             expected = _chw(np.asarray(jitter_fused(pil, p))).float()

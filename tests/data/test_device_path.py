@@ -100,3 +100,16 @@ def test_which_path_augment_device_selects() -> None:
     assert resolve_augment_device("cuda", "cuda:0") == torch.device("cuda", 0)
     assert resolve_augment_device("cuda", "cpu") == torch.device("cpu")
     assert DataConfig().augment_device == "auto"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_batches_match_the_device_code_run_on_the_cpu(root: Path) -> None:
+    on_cpu = _take(build_train_loader(_cfg(root, augment_device="cuda"), 0, 1, 7, "cpu"), 3)
+    on_gpu = _take(build_train_loader(_cfg(root), 0, 1, 7, "cuda"), 3)  # auto -> device path
+    for c, g in zip(on_cpu, on_gpu, strict=True):
+        assert g.images.device.type == "cuda"
+        for name in ("boxes", "labels", "image_ids"):
+            assert torch.equal(getattr(c, name), getattr(g, name).cpu()), name
+    gpu_images = torch.cat([b.images.cpu() for b in on_gpu])
+    _, mean = _diff(torch.cat([b.images for b in on_cpu]), gpu_images)
+    assert mean < 2.0  # nvJPEG's IDCT/upsampling vs libjpeg-turbo's

@@ -1,7 +1,7 @@
 """RCP check of infra/mlperf_score.py on synthetic closed-division SSD logs built here.
 
-Golden verdicts come from mlperf-logging's RCP checker run on its own (``python -m
-mlperf_logging.rcp_checker DIR --rcp_version 1.0.0``: exit 0 = passed, 1 = failed) on the same
+Golden verdicts come from mlperf-logging's RCP checker run on its own, in another process
+(``check_directory``, the call its CLI and the package checker make, ruleset 1.0.0) on the same
 logs laid out as a submission folder (``result_<i>.txt``).
 """
 
@@ -65,71 +65,85 @@ def _write_runs(root: Path, epochs: list[int], batch: int, division: str = "clos
     return runs
 
 
-def _golden(folder: Path, tmp_path: Path) -> bool:
-    """The checker's own verdict (its CLI, another process)."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlperf_logging.rcp_checker",
-            str(folder),
-            "--rcp_version",
-            "1.0.0",
-            "--log_output",
-            str(tmp_path / "rcp.log"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+CASES = {  # name: (epochs to converge of the 5 trials, global batch)
+    "at_rcp_mean": ([50] * 5, 1024),
+    "far_too_early": ([20] * 5, 1024),
+    "smaller_batch_slower": ([55, 50, 60, 50, 55], 512),
+    "smaller_batch_faster": ([30] * 5, 512),
+    "interpolated": ([75] * 5, 3072),  # 2048 is pruned: 1024..4096 interpolated gives ~74.6
+    "above_largest": ([90] * 5, 8192),
+    "faster_within_speedup": ([84, 85, 85, 85, 90], 4096),
+}
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list[Path], bool]]:
+    """Per case: its folder, run folders, and the checker's verdict computed in another process
+    (``check_directory`` on the submission layout, as the package checker calls it)."""
+    root = tmp_path_factory.mktemp("rcp")
+    built = {name: _write_runs(root / name, e, b) for name, (e, b) in CASES.items()}
+    code = (
+        "import json, sys\n"
+        "from mlperf_logging.rcp_checker.rcp_checker import check_directory\n"
+        "for d in sys.argv[1:]:\n"
+        "    ok, msg, norm = check_directory(d, 'training', '1.0.0', False, False,"
+        " rcp_pass='pruned_rcps')\n"
+        "    print(json.dumps([bool(ok), msg, float(norm)]))\n"
     )
-    assert proc.returncode in (0, 1), proc.stderr
-    return proc.returncode == 0
+    folders = [str(root / name / "sub") for name in CASES]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *folders], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    verdicts = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    return {name: (root / name, built[name], v[0]) for name, v in zip(CASES, verdicts, strict=True)}
 
 
 @pytest.mark.parametrize(
-    ("epochs", "batch", "expected_pass", "message"),
+    ("case", "expected_pass", "message"),
     [
-        ([50] * 5, 1024, True, "RCP found"),  # at the RCP mean (50 epochs)
-        ([20] * 5, 1024, False, "RCP found"),  # far too early
-        ([55, 50, 60, 50, 55], 512, True, "slower convergence on smaller batch size"),
-        ([30] * 5, 512, False, "Missing RCP"),  # smaller batch, faster than 1024's RCP
-        ([75] * 5, 3072, True, "RCP Interpolation"),  # pruned 2048: 1024..4096 gives ~74.6
-        ([90] * 5, 8192, False, "Missing RCP"),  # above the largest RCP
+        ("at_rcp_mean", True, "RCP found"),
+        ("far_too_early", False, "RCP found"),
+        ("smaller_batch_slower", True, "slower convergence on smaller batch size"),
+        ("smaller_batch_faster", False, "Missing RCP"),
+        ("interpolated", True, "RCP Interpolation"),
+        ("above_largest", False, "Missing RCP"),
     ],
 )
 def test_rcp_verdict_equals_the_checkers(
-    epochs: list[int],
-    batch: int,
+    case: str,
     expected_pass: bool,
     message: str,
-    tmp_path: Path,
+    golden: dict[str, tuple[Path, list[Path], bool]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    runs = _write_runs(tmp_path, epochs, batch)
-    golden = _golden(tmp_path / "sub", tmp_path)
-    assert golden is expected_pass  # the synthetic logs say what we meant them to
+    root, runs, checker_pass = golden[case]
+    assert checker_pass is expected_pass  # the synthetic logs say what we meant them to
 
     verdict = score_mod.rcp_check([r / "mlperf.log" for r in runs])
-    assert verdict.passed is golden
+    assert verdict.passed is checker_pass
     assert message in verdict.message
 
     # Printed beside the score, for run folders and for a folder of result_*.txt alike.
-    for args in ([str(r) for r in runs], [str(tmp_path / "sub")]):
+    batch = CASES[case][1]
+    for args in ([str(r) for r in runs], [str(root / "sub")]):
         assert score_mod.main(args) == 0
         out = capsys.readouterr().out
         assert "score: " in out
-        assert f"global batch {batch}): {'PASSED' if golden else 'FAILED'}" in out
+        assert f"global batch {batch}): {'PASSED' if checker_pass else 'FAILED'}" in out
 
 
-def test_faster_but_within_max_speedup_passes_with_normalisation(tmp_path: Path) -> None:
+def test_faster_but_within_max_speedup_passes_with_normalisation(
+    golden: dict[str, tuple[Path, list[Path], bool]],
+) -> None:
     import mlperf_logging
 
     rcps = Path(mlperf_logging.__file__).parent / "rcp_checker" / "training_1.0.0" / "rcps_ssd.json"
     epochs = sorted(json.loads(rcps.read_text())["ssd_ref_4096_s64"]["Epochs to converge"])
-    rcp_mean = sum(epochs[1:-1]) / (len(epochs) - 2)  # olympic mean, ~86.9
-    runs = _write_runs(tmp_path, [84, 85, 85, 85, 90], 4096)
+    rcp_mean = sum(epochs[1:-1]) / (len(epochs) - 2)  # olympic mean, 87.0
+    _, runs, checker_pass = golden["faster_within_speedup"]
     verdict = score_mod.rcp_check([r / "mlperf.log" for r in runs])
-    assert verdict.passed is _golden(tmp_path / "sub", tmp_path) is True
+    assert verdict.passed is checker_pass is True
     # Olympic mean of the trials is 85: the score is scaled by rcp_mean / 85.
     assert verdict.norm_factor == pytest.approx(rcp_mean / 85)
 

@@ -23,12 +23,15 @@ def test_hand_computed_projection_for_dgxa100(
     # evaluations at 40 and 50 (2). Training 50 x 117,266 / 8,000 = 732.9125 s; evaluation
     # 2 x (4,952 / (3 x 8,000) + 1 s) + 10 s = 12.41267 s; start-up 60 s.
     # Total 805.32517 s = 13.4221 min.
+    # Rate for NVIDIA's 10.215 min: (50 x 117,266 + 2 x 4,952 / 3) images of work in
+    # 612.9 - 60 - 2 x 1 - 10 = 540.9 s -> 10,845.99 img/s, / 8 ranks = 1,355.7 per rank.
     assert (
-        "| dgxa100 | 8 x 114 (912) | 8,000 | 50 (50.0) | 2 | 12.22 | 0.21 | 1.00 | **13.42** | 10.215 |"
-        in out
+        "| dgxa100 | 8 x 114 (912) | 8,000 | 50 (50.0) | 2 | 12.22 | 0.21 | 1.00 | **13.42** "
+        "| 10.215 | 1,356 |" in out
     )
     p = ttt.project(ttt.load_preset("dgxa100"), 1000.0, 1)
     assert p.total_minutes == pytest.approx(805.325167 / 60, rel=1e-6)
+    assert p.rate_per_rank_for(10.215) == pytest.approx(5866601.333 / 540.9 / 8, rel=1e-6)
 
 
 def test_epoch_model() -> None:

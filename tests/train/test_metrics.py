@@ -108,3 +108,14 @@ def test_peak_memory_cpu_is_process_peak() -> None:
     status = Path("/proc/self/status").read_text().splitlines()
     (vm_hwm_kib,) = [int(line.split()[1]) for line in status if line.startswith("VmHWM:")]
     assert peak_memory_gib("cpu") == pytest.approx(vm_hwm_kib / 2**20, rel=0.05)
+
+
+def test_data_counts_record(tmp_path: Path) -> None:
+    train = {"images": 80, "bad_image": 2, "dropped_boxes": 5, "size_mismatch": 1,
+             "index_dropped_degenerate_boxes": 3}  # fmt: skip
+    with MetricsWriter(tmp_path) as writer:
+        writer.log_data(train=train, val={"bad_image": 1, "size_mismatch": 0}, step=10)
+    (record,) = read_metrics(tmp_path)
+    assert record["kind"] == "data" and record["step"] == 10
+    assert record["train"] == train and record["val"] == {"bad_image": 1, "size_mismatch": 0}
+    assert isinstance(record["time"], float)

@@ -84,3 +84,23 @@ def test_no_evaluation_and_non_finite_loss(tmp_path: Path) -> None:
 def test_missing_metrics_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no metrics file"):
         plot_results(tmp_path)
+
+
+def test_one_point_panels_are_readable(tmp_path: Path) -> None:
+    """One logging step and one evaluation: axes around the point, not matplotlib's +-4%."""
+    with MetricsWriter(tmp_path) as writer:
+        writer.log_step(StepMetrics(
+            step=1, epoch=0, loss={"total": 20.0, "loc": 3.0, "conf": 17.0}, lr=0.01,
+            images_per_sec=3.5, data_wait_share=0.0,
+        ))  # fmt: skip
+        writer.log_eval(EvalMetrics(epoch=1, map=0.05, stats=[0.05] * 12))
+    fig = results_figure(read_metrics(tmp_path), target_map=0.23)
+    ax_loss, ax_lr, ax_speed, ax_map = fig.axes
+    for ax in (ax_loss, ax_lr, ax_speed):
+        left, right = ax.get_xlim()
+        assert (left, right) == (0.0, 2.0)  # step 1 with one step either side (not 0.96..1.04)
+    assert ax_map.get_xlim() == (0.0, 2.0)
+    bottom, top = ax_map.get_ylim()
+    assert bottom == 0.0 and top >= 0.23  # mAP from 0, the target line visible
+    assert ax_speed.get_ylim()[0] == 0.0 and ax_speed.get_ylim()[1] > 3.5
+    assert ax_lr.get_ylim()[0] == 0.0 and ax_lr.get_ylim()[1] > 0.01

@@ -55,8 +55,7 @@ def test_mlperf_preset_has_the_submission_values(name: str) -> None:
         65,
         70,
         75,
-        80,
-    ]
+    ]  # NVIDIA v0.7: never after the 80th epoch
     # MLPerf form: decay on every parameter, no clipping, no accumulation, one crop attempt
     assert not s.optim.exclude_bn_and_bias_from_weight_decay
     assert s.optim.grad_clip_norm is None and s.optim.grad_accumulation_steps == 1

@@ -217,3 +217,23 @@ def test_zero_momentum_buffers_give_the_first_sgd_step() -> None:
         TrainStep(model, SSDLoss(), opt, device=CPU)([_batch(2, 3)])
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_optimizer_step_hooks_still_run() -> None:
+    """The ``skip`` non-finite policy is a step pre-hook: the step must go through it."""
+    torch.manual_seed(0)
+    model = ToyDetector()
+    opt = build_optimizer(model, OptimConfig(), CPU)
+    LRSchedule(base_lr=0.1).apply(opt, 0)
+    calls: list[int] = []
+
+    def drop_update(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        calls.append(1)
+        for p in model.parameters():
+            p.grad = None
+
+    opt.register_step_pre_hook(drop_update)
+    before = [p.detach().clone() for p in model.parameters()]
+    TrainStep(model, SSDLoss(), opt, device=CPU)([_batch(2, 8)])
+    assert calls == [1]
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))

@@ -24,6 +24,7 @@ _EXPORTS = {
     "decode": "ssd_core.box_coder",
     "default_boxes": "ssd_core.anchors",
     "encode": "ssd_core.box_coder",
+    "encode_compute_dtype": "ssd_core.build",
     "forward_normalized": "ssd_core.preprocess",
     "normalize_images": "ssd_core.preprocess",
 }

@@ -283,25 +283,3 @@ def decode(loc: Tensor) -> Tensor:
     centre = (SCALE_XY * loc[..., :2] * a_size + a_centre).to(out_dtype)
     size = ((SCALE_WH * loc[..., 2:]).exp() * a_size).to(out_dtype)
     return torch.cat((centre - 0.5 * size, centre + 0.5 * size), dim=-1)
-
-
-class BoxCoder:
-    """Object form of :func:`encode` / :func:`decode` with the matching threshold bound.
-
-    Args:
-        iou_threshold: strict IoU threshold for positive anchors (0.5).
-        compute_dtype: dtype of the IoU matrix (float32 = default, float32 screen with float64
-            re-scoring; float64 = the reference's arithmetic throughout); same matching either way.
-    """
-
-    def __init__(self, iou_threshold: float = 0.5, compute_dtype: torch.dtype = torch.float32):
-        self.iou_threshold = iou_threshold
-        self.compute_dtype = compute_dtype
-
-    def encode(self, gt_boxes: Tensor, gt_labels: Tensor) -> tuple[Tensor, Tensor]:
-        """See :func:`encode`: [N, M, 4] ltrb, [N, M] -> float32 [N, A, 4], int64 [N, A]."""
-        return encode(gt_boxes, gt_labels, self.iou_threshold, self.compute_dtype)
-
-    def decode(self, loc: Tensor) -> Tensor:
-        """See :func:`decode`: [N, A, 4] offsets -> float32 [N, A, 4] ltrb."""
-        return decode(loc)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
+
 from ssd_core.config import ModelConfig
 from ssd_core.loss import SSDLoss
 from ssd_core.model import SSD300
@@ -32,3 +34,8 @@ def build_detector(cfg: ModelConfig) -> Detector:
         nms_backend=cfg.nms_backend,
     )
     return Detector(model=model, criterion=SSDLoss(), postprocessor=postprocessor)
+
+
+def encode_compute_dtype(cfg: ModelConfig) -> torch.dtype:
+    """``cfg.encode_dtype`` as the ``compute_dtype`` of :func:`ssd_core.box_coder.encode`."""
+    return torch.float64 if cfg.encode_dtype == "float64" else torch.float32

@@ -7,7 +7,17 @@ standard tools: ``torchvision.io.decode_image`` + transforms v2 on tv_tensors
 (``RandomIoUCrop`` with the seven SSD options and one trial, ``SanitizeBoundingBoxes``,
 ``RandomHorizontalFlip``, ``Resize((300, 300))``, ``ColorJitter(0.125, 0.5, 0.5, 0.05)``) in a
 ``torch.utils.data.DataLoader`` with the same number of (process) workers. Ours is
-:func:`ssd_data.pipeline.build_train_loader`. The first batch (worker start-up) is not timed.
+:func:`ssd_data.pipeline.build_train_loader` on its CPU path (``cpu-fast``, ``cpu-reference``) and
+on its device path (``device``: workers read bytes and draw decisions, decode and pixel work on
+the GPU, or on the CPU when there is none). The first batch (worker start-up) is not timed.
+
+Per pipeline: img/s; ``host_cpu_ms_per_img``, the loader workers' own CPU time per image
+(``time.thread_time`` inside the worker function: per thread for thread workers, the worker
+process's thread for process workers; never the consumer's work); ``process_cpu_ms_per_img``,
+the training process's own CPU time per image minus its worker threads' (collate, pinning,
+copies, and for the device path the launches and any CPU decode; on a machine without a GPU the
+whole device path runs here); ``device_ms_per_img``, the device path's time per image in the
+augmenter (CUDA events on a GPU, wall time on the CPU). ``--json FILE`` writes them.
 """
 
 from __future__ import annotations
@@ -15,12 +25,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import json
 import os
 import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,13 +39,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ssd_data.bench_data import write_bench_dataset
+from ssd_data.bench_timing import Measured, run_baseline, run_ours
 from ssd_data.coco import CocoIndex
 from ssd_data.color import jitter_reference, sample_jitter
 from ssd_data.config import DataConfig
-from ssd_data.pipeline import build_train_loader
 from ssd_data.samples import TrainSampleFn
 
 
@@ -91,57 +102,30 @@ class TorchvisionBaseline(Dataset):
 
 @dataclass(frozen=True)
 class Result:
+    """One pipeline's numbers (medians over the repeats); ``device_ms`` None off the device path."""
+
     pipeline: str
     workers: int
     worker_type: str
     images_per_s: float
+    host_cpu_ms: float | None = None
+    process_cpu_ms: float | None = None
+    device_ms: float | None = None
 
     @property
     def per_worker(self) -> float:
         return self.images_per_s / max(self.workers, 1)
 
-
-def _time(batches: Iterable, batch_size: int) -> float:
-    """Images per second over all batches but the first (worker start-up)."""
-    it = iter(batches)
-    next(it)
-    count, start = 0, time.perf_counter()
-    for batch in it:
-        assert batch[0].shape[0] == batch_size and batch[0].dtype == torch.uint8
-        count += batch_size
-    elapsed = time.perf_counter() - start
-    if count == 0:
-        raise SystemExit("ssd-data bench: too few images for two batches; raise --images")
-    return count / elapsed
-
-
-def run_baseline(root: Path, workers: int, batch_size: int, max_boxes: int) -> float:
-    index = CocoIndex.from_json(root / "annotations" / "instances_train2017.json", skip_empty=True)
-    dataset = TorchvisionBaseline(index, root / "train2017", max_boxes)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True
-    )
-    return _time(loader, batch_size)
-
-
-def run_ours(
-    root: Path, workers: int, worker_type: str, impl: str, batch_size: int, max_boxes: int
-) -> float:
-    cfg = DataConfig(
-        root=root,
-        batch_size=batch_size,
-        num_workers=workers,
-        worker_type=worker_type,  # type: ignore[arg-type]
-        augment_impl=impl,  # type: ignore[arg-type]
-        max_boxes=max_boxes,
-        pin_memory=False,
-    )
-    loader = build_train_loader(cfg, rank=0, world_size=1, seed=0)
-    loader.set_epoch(0)
-    try:
-        return _time(loader, batch_size)
-    finally:
-        loader.close()
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.pipeline,
+            "workers": self.workers,
+            "worker_type": self.worker_type,
+            "img_per_s": self.images_per_s,
+            "host_cpu_ms_per_img": self.host_cpu_ms,
+            "process_cpu_ms_per_img": self.process_cpu_ms,
+            "device_ms_per_img": self.device_ms,
+        }
 
 
 def fidelity(root: Path, num_images: int) -> tuple[float, float]:
@@ -166,14 +150,23 @@ def fidelity(root: Path, num_images: int) -> tuple[float, float]:
 
 
 def format_table(results: list[Result]) -> str:
-    """Fixed-width table; speed-up is img/s per worker relative to the first row."""
+    """Fixed-width table; speed-up is img/s per worker relative to the first row; CPU and
+    device columns in ms per image ('-': not applicable)."""
     base = results[0].per_worker
-    head = f"{'pipeline':<34} {'workers':>7} {'type':>8} {'img/s':>8} {'img/s/worker':>13} {'speed-up':>9}"
+    head = (
+        f"{'pipeline':<24} {'workers':>7} {'type':>8} {'img/s':>8} {'img/s/worker':>13} "
+        f"{'host ms':>8} {'proc ms':>8} {'dev ms':>8} {'speed-up':>9}"
+    )
     lines = [head, "-" * len(head)]
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
     for r in results:
         lines.append(
-            f"{r.pipeline:<34} {r.workers:>7} {r.worker_type:>8} {r.images_per_s:>8.1f} "
-            f"{r.per_worker:>13.1f} {r.per_worker / base:>8.2f}x"
+            f"{r.pipeline:<24} {r.workers:>7} {r.worker_type:>8} {r.images_per_s:>8.1f} "
+            f"{r.per_worker:>13.1f} {ms(r.host_cpu_ms):>8} {ms(r.process_cpu_ms):>8} "
+            f"{ms(r.device_ms):>8} {r.per_worker / base:>8.2f}x"
         )
     return "\n".join(lines)
 
@@ -204,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
         help="images on which to compare augment_impl fast vs reference pixels (0: skip)",
     )
     p.add_argument("--data", type=Path, default=None, help="reuse/keep the generated images here")
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     return p
 
 
@@ -228,25 +222,28 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ssd-bench-") as tmp:
         root = args.data or Path(tmp)
         print(_prepare(root, args.images), flush=True)
-        runs: list[tuple[str, str, Callable[[], float]]] = []
+        runs: list[tuple[str, str, Callable[[], Measured]]] = []
         if not args.no_baseline:
-            runs.append(
-                ("torchvision v2 + DataLoader", "process", lambda: run_baseline(root, w, b, m))
-            )
-        for impl in ["fast", "reference"] if args.reference else ["fast"]:
+            baseline = partial(run_baseline, root, w, b, m, TorchvisionBaseline)
+            runs.append(("torchvision-v2", "process", baseline))
+        default_kind = DataConfig().worker_type
+        pipelines = [("cpu-fast", "fast", "cpu")]
+        if args.reference:
+            pipelines.append(("cpu-reference", "reference", "cpu"))
+        pipelines.append(("device", "fast", "cuda"))  # on the CPU when there is no GPU
+        for name, impl, where in pipelines:
             for kind in kinds:
-                runs.append(
-                    (f"ssd_data ({impl})", kind, partial(run_ours, root, w, kind, impl, b, m))
-                )
-        times: list[list[float]] = [[] for _ in runs]
+                label = name if len(kinds) == 1 or kind == default_kind else f"{name}-{kind}"
+                runs.append((label, kind, partial(run_ours, root, w, kind, impl, b, m, where)))
+        measured: list[list[Measured]] = [[] for _ in runs]
         for _ in range(args.repeats):  # interleaved, so background load hits every pipeline alike
             for i, (_, _, run) in enumerate(runs):
-                times[i].append(run())
+                measured[i].append(run())
                 gc.collect()  # no finished pipeline's garbage inherited by the next forks
         diff = fidelity(root, args.fidelity) if args.fidelity > 0 else None
     results = [
-        Result(name, w, kind, statistics.median(t))
-        for (name, kind, _), t in zip(runs, times, strict=True)
+        Result(name, w, kind, *_medians(ms))
+        for (name, kind, _), ms in zip(runs, measured, strict=True)
     ]
     print(format_table(results))
     if diff is not None:
@@ -260,4 +257,17 @@ def main(argv: list[str] | None = None) -> int:
         f"(load average {load}), torch {torch.__version__}, numpy {np.__version__}, "
         f"batch {b}, median of {args.repeats}"
     )
+    if args.json is not None:
+        args.json.write_text(json.dumps({"pipelines": [r.as_json() for r in results]}, indent=2))
     return 0
+
+
+def _medians(runs: list[Measured]) -> tuple[float, float, float, float | None]:
+    """Median of each field over the repeats."""
+    device = [r.device_ms for r in runs if r.device_ms is not None]
+    return (
+        statistics.median(r.images_per_s for r in runs),
+        statistics.median(r.host_cpu_ms for r in runs),
+        statistics.median(r.process_cpu_ms for r in runs),
+        statistics.median(device) if device else None,
+    )

@@ -21,10 +21,13 @@ on CPU tensors, which is how the tests run it).
 4. uint8 [N, 3, 300, 300], channels_last (or contiguous NCHW); boxes/labels/image_ids moved
    to the device with ``non_blocking=True``.
 
-torchvision's deprecation warning for its image decoders is filtered (TorchCodec, its
-successor, is used when it can be imported: see :func:`_torchcodec_decoder`; it is not installed
-here). No host sync in the augmentation itself: every value that shapes the work (crop
-rectangles, flips, which images need the CPU) is read from the host copy of the batch.
+torchvision's deprecation warning for its image decoders is filtered. TorchCodec, their
+successor (torch >= 2.11), is not used: it is not installed here nor on the H200 test machine,
+and the issue asks for it only where it imports AND measures at least as fast; switch in
+:func:`decode_jpegs` once a GPU run shows that.
+
+No host sync in the augmentation itself: every value that shapes the work (crop rectangles,
+flips, jitter orders, which images need the CPU) is read from the host copy of the batch.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from __future__ import annotations
 import io
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,22 +47,17 @@ from ssd_data.decode import UnreadableImage, load_rgb, open_image
 from ssd_data.device_batch import EncodedBatch
 from ssd_data.device_color import jitter_fused_batch, jitter_reference_batch
 from ssd_data.device_resize import crop_flip_resize
-from ssd_data.device_samples import P_FLIP, P_HOST_DECODE, P_LEFT, DeviceSampleFn, EncodedSample
+from ssd_data.device_samples import (
+    P_FLIP,
+    P_HEIGHT,
+    P_HOST_DECODE,
+    P_LEFT,
+    P_ORDER,
+    P_WIDTH,
+    DeviceSampleFn,
+    EncodedSample,
+)
 from ssd_data.samples import Event, bad_image_error
-
-
-def _torchcodec_decoder() -> Callable[..., list[torch.Tensor]] | None:
-    """TorchCodec's batched JPEG decoder when importable, else None (torchvision is used).
-
-    TorchCodec needs torch >= 2.11 and is not a dependency; even where it imports, torchvision's
-    nvJPEG path is kept unless TorchCodec measures at least as fast (not measured yet: no
-    machine with both), so this returns None for now and documents the switch point.
-    """
-    try:
-        import torchcodec  # noqa: F401  # ty: ignore[unresolved-import]
-    except Exception:
-        return None
-    return None
 
 
 def decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
@@ -99,8 +96,8 @@ def pil_decode(data: np.ndarray | torch.Tensor, path: Path) -> torch.Tensor:
 class DeviceAugmenter:
     """EncodedBatch -> (TrainBatch on ``device``, events); see the module docs.
 
-    ``timing=True`` accumulates the device time of the calls in ``device_seconds`` (CUDA
-    events, read with one sync by :meth:`device_seconds_total`; wall time on the CPU).
+    ``timing=True`` records the device time of every call (CUDA events, summed with one sync
+    by :meth:`device_seconds_total`; wall time on the CPU); ``images`` counts the images.
     """
 
     def __init__(
@@ -134,7 +131,8 @@ class DeviceAugmenter:
         crop_flip_resize(images, rects, flips, out)  # type: ignore[arg-type]
         params_dev = params.to(self.device, non_blocking=True)
         if self.impl == "reference":
-            out = jitter_reference_batch(out, params_dev)
+            orders = params[:, P_ORDER : P_ORDER + 4].to(torch.int64).tolist()
+            out = jitter_reference_batch(out, params_dev, orders)
         else:
             out = jitter_fused_batch(out, params_dev)
         pixels = out.to(torch.uint8)
@@ -165,13 +163,15 @@ class DeviceAugmenter:
     def _decode(
         self, batch: EncodedBatch, events: list[Event]
     ) -> tuple[list[torch.Tensor], EncodedBatch]:
-        host = batch.params[:, P_HOST_DECODE].tolist()
-        on_device = [k for k, h in enumerate(host) if not h]
-        decoded: list[torch.Tensor | None] = [None] * len(host)
+        rows_host = batch.params.tolist()
+        on_device = [k for k, row in enumerate(rows_host) if not row[P_HOST_DECODE]]
+        decoded: list[torch.Tensor | None] = [None] * len(rows_host)
         for k, image in zip(
             on_device, decode_jpegs([batch.data[k] for k in on_device], self.device), strict=True
         ):
-            decoded[k] = image
+            size = (int(rows_host[k][P_HEIGHT]), int(rows_host[k][P_WIDTH]))
+            if image is not None and tuple(image.shape[1:]) == size:  # else: PIL decides
+                decoded[k] = image
         if all(image is not None for image in decoded):
             return decoded, batch  # type: ignore[return-value]
         rows: dict[int, EncodedSample] = {}

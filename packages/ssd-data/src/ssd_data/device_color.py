@@ -2,7 +2,7 @@
 
 Images are float tensors [N, 3, H, W] holding whole grey levels 0..255 (RGB); ``params`` the
 float32 [N, P] decisions of :mod:`ssd_data.device_samples`. No host sync: the per-image order is
-applied with ``torch.where`` over the four candidate results of each step.
+applied by grouping the images by op at each step (host-side order lists).
 
 - :func:`jitter_reference_batch` re-does, op for op, what the CPU ``reference`` path does
   (torchvision's functional ops on PIL images = PIL ``ImageEnhance`` blends and PIL's 8-bit HSV
@@ -108,27 +108,43 @@ def pil_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return pil_hsv_to_rgb(h, s, v).to(x.dtype)
 
 
-def jitter_reference_batch(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+def _apply_op(x: torch.Tensor, params: torch.Tensor, op: int) -> torch.Tensor:
+    """One reference colour op on every image of ``x`` with its own factor."""
+    if op == BRIGHTNESS:
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        return pil_blend(zero, x, _col(params, P_BRIGHTNESS, torch.float32))
+    if op == CONTRAST:
+        mean = pil_luma(x).double().mean(dim=(1, 2, 3), keepdim=True)
+        return pil_blend(floor_pos(mean + 0.5), x, _col(params, P_CONTRAST, torch.float32))
+    if op == SATURATION:
+        return pil_blend(pil_luma(x), x, _col(params, P_SATURATION, torch.float32))
+    return pil_hue(x, _col(params, P_HUE_SHIFT, torch.float32))
+
+
+def _index(rows: list[int], device: torch.device) -> torch.Tensor:
+    """int64 index tensor on ``device`` without a blocking copy (pinned source on CUDA)."""
+    index = torch.tensor(rows, dtype=torch.int64)
+    if device.type == "cuda":
+        return index.pin_memory().to(device, non_blocking=True)
+    return index
+
+
+def jitter_reference_batch(
+    x: torch.Tensor, params: torch.Tensor, orders: list[list[int]]
+) -> torch.Tensor:
     """The reference colour jitter of each image of ``x`` float32 [N, 3, H, W] (whole levels),
-    in each image's own order; returns float32 [N, 3, H, W] whole levels."""
-    brightness = _col(params, P_BRIGHTNESS, torch.float32)
-    contrast = _col(params, P_CONTRAST, torch.float32)
-    saturation = _col(params, P_SATURATION, torch.float32)
-    shift = _col(params, P_HUE_SHIFT, torch.float32)
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    in each image's own order; returns float32 [N, 3, H, W] whole levels. ``params`` on x's
+    device; ``orders`` the N orders as host lists (the images are grouped by op at each of the
+    four steps, so every image runs each op once, without a device sync)."""
     for step in range(4):
-        op = params[:, P_ORDER + step].view(-1, 1, 1, 1)
-        luma = pil_luma(x)
-        mean = floor_pos(luma.double().mean(dim=(1, 2, 3), keepdim=True) + 0.5).to(x.dtype)
-        x = torch.where(
-            op == BRIGHTNESS,
-            pil_blend(zero, x, brightness),
-            torch.where(
-                op == CONTRAST,
-                pil_blend(mean, x, contrast),
-                torch.where(op == SATURATION, pil_blend(luma, x, saturation), pil_hue(x, shift)),
-            ),
-        )
+        for op in range(4):
+            rows = [k for k, order in enumerate(orders) if order[step] == op]
+            if len(rows) == len(orders):
+                x = _apply_op(x, params, op)
+            elif rows:
+                index = _index(rows, x.device)
+                y = _apply_op(x.index_select(0, index), params.index_select(0, index), op)
+                x = x.index_copy(0, index, y)
     return x
 
 

@@ -4,7 +4,11 @@ A :class:`Difficulty` is the full set of knobs that decide how hard the drawn sc
 COCO categories appear, how a class looks (shape, texture, colour), how many objects an image
 holds and how big they are, how much clutter and occlusion there is. Presets:
 
-- ``easy`` (default; meant for the 15-minute CPU default job): 10 categories, each with its own
+- ``starter`` (the CPU default job's: mAP 0.23 within 800 image-passes of training from scratch):
+  4 categories (ellipse, rectangle, triangle, cross; red, green, blue, yellow), solid fill; 1-3
+  objects of 20-50 % of the image side, aspect <= 1.5; a plain low-contrast background without
+  clutter; objects stay >= 80 % visible; no empty, grayscale or crowd images.
+- ``easy``: 10 categories, each with its own
   shape AND its own clearly separated colour, solid fill; 1-4 objects of 12-55 % of the image
   side; light background clutter; objects stay >= 70 % visible.
 - ``medium``: 20 categories = 10 shapes x 2 textures (solid, stripes), 20 colours only 18 degrees

@@ -18,28 +18,52 @@ from ssd_eval.groundtruth import GroundTruthError, load_ground_truth
 from ssd_eval.scoring import BACKENDS, BackendUnavailableError, CocoScorer
 from ssd_eval.summary import format_summary
 
-_EPILOG = (
-    "subcommands: `ssd-eval score ...` (default) and `ssd-eval bench ...`; see `ssd-eval bench -h`"
-)
+_EPILOG = """\
+examples:
+  ssd-eval --gt data/coco2017/annotations/instances_val2017.json --detections dets.json
+  ssd-eval --gt instances_val2017.json --detections dets.json --json scores.json
+  ssd-eval bench --images 5000          # how fast scoring runs (ssd-eval bench --help)
+
+'ssd-eval score ...' is the same as 'ssd-eval ...'; 'ssd-eval bench' times the scoring.
+"""
 
 
 def _score_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ssd-eval",
-        description="Score COCO box detections (a COCO results json) against a ground truth.",
+        description="Score COCO box detections (a COCO results file) against the ground truth and\n"
+        "print the 12 COCO numbers (box mAP first).",
         epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--gt", required=True, type=Path, help="ground-truth json (instances_*.json)"
+        "--gt",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="the ground-truth annotation file (instances_val2017.json)",
     )
     parser.add_argument(
         "--detections",
         required=True,
         type=Path,
-        help="COCO results json: [{image_id, category_id, bbox: [x, y, w, h] pixels, score}, ...]",
+        metavar="FILE",
+        help="the detections, a COCO results file: a JSON list of objects with image_id,"
+        " category_id, bbox [x, y, width, height] in pixels and score",
     )
-    parser.add_argument("--json", type=Path, help='also write {"mAP": ..., "stats": [12]} here')
-    parser.add_argument("--backend", choices=BACKENDS, default="faster", help="scoring library")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help='also write the result to this file as {"mAP": ..., "stats": [12 numbers]}',
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="faster",
+        help="scoring library: faster (faster-coco-eval) or pycocotools, which is slower;"
+        " both give the same numbers (default: faster)",
+    )
     return parser
 
 
@@ -49,19 +73,35 @@ def _bench_parser() -> argparse.ArgumentParser:
         description="Time scoring of a val2017-sized synthetic job with ssd_eval and pycocotools.",
     )
     parser.add_argument(
-        "--images", type=int, default=5000, help="images (default 5000, as val2017)"
+        "--images", type=int, default=5000, metavar="N", help="images (default: 5000, as val2017)"
     )
     parser.add_argument(
-        "--detections-per-image", type=int, default=200, help="default 200 (SSD's K)"
+        "--detections-per-image",
+        type=int,
+        default=200,
+        metavar="N",
+        help="detections per image (default: 200, SSD's K)",
     )
     parser.add_argument(
-        "--boxes-per-image", type=float, default=7.3, help="mean ground-truth boxes"
+        "--boxes-per-image",
+        type=float,
+        default=7.3,
+        metavar="NUMBER",
+        help="mean ground-truth boxes per image (default: 7.3, as val2017)",
     )
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--repeats", type=int, default=1, help="time each backend N times, keep the best"
+        "--seed", type=int, default=0, metavar="N", help="seed of the made-up job (default: 0)"
     )
-    parser.add_argument("--no-pycocotools", action="store_true", help="time ssd_eval only")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        metavar="N",
+        help="time each backend N times and keep the best (default: 1)",
+    )
+    parser.add_argument(
+        "--no-pycocotools", action="store_true", help="time ssd_eval only, not pycocotools"
+    )
     return parser
 
 

@@ -65,11 +65,11 @@ def unwrap_worker_error(message: str) -> str:
         lines = list(re.finditer(rf"(?:^|\n)(?:[\w.]+\.)?{name}: ", message))
         if lines:
             message = message[lines[-1].end() :]
-    return _TORCH_HINT.sub(
-        "the file holds Python objects other than tensors and numbers, which are not loaded"
-        " (for safety)",
-        message,
-    ).strip()
+    if not _TORCH_HINT.search(message):
+        return message.strip()
+    from ssd_train.eval_mode import torch_load_problem
+
+    return _TORCH_HINT.sub(torch_load_problem(message), message).strip()
 
 
 def _wrapped_input_error(error: BaseException) -> bool:

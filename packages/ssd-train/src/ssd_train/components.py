@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from ssd_core import build_detector
+from ssd_core import build_detector, encode_compute_dtype
 from torch import nn
 
 from ssd_train.distributed import DistributedContext, wrap_model
@@ -31,7 +31,8 @@ class Components:
         optimizer: SGD over ``model``'s parameters.
         train_step: the one :class:`TrainStep`.
         autocast_dtype: bf16 or None.
-        compiled: whether the step's forward-and-loss region is compiled.
+        compiled: whether the step is compiled (forward+loss with its backward, and the update;
+            ``settings.compile_mode`` says how).
     """
 
     model: nn.Module
@@ -92,6 +93,7 @@ def build_components(settings: Settings, ctx: DistributedContext) -> Components:
         grad_clip_norm=settings.optim.grad_clip_norm,
         compile=compiled,
         compile_mode=settings.compile_mode,
+        encode_dtype=encode_compute_dtype(settings.model),
     )
     return Components(
         wrapped, eval_model, criterion, postprocessor, optimizer, step, autocast_dtype, compiled

@@ -22,7 +22,7 @@ class OptimConfig(_Section):
     """SGD with momentum (spec 5.1): the only optimiser MLPerf v0.7 SSD allows in this form."""
 
     lr_per_32: float = Field(
-        0.04,
+        0.08,
         gt=0,
         description="LR per 32 images (NVIDIA's --lr). Base LR = 2.5e-3 * max(1, round(lr_per_32 / 2.5e-3"
         " * global_batch / 32)), the MLPerf rounding to a multiple of 2.5e-3.",
@@ -68,7 +68,7 @@ class ScheduleConfig(_Section):
         " without reaching the target is logged as aborted).",
     )
     warmup_iterations: int = Field(
-        50,
+        20,
         ge=0,
         description="Linear LR warm-up from exactly 0 at iteration 0 over this many optimiser steps.",
     )
@@ -163,10 +163,12 @@ class SyntheticConfig(_Section):
     """The synthetic COCO-format dataset used when ``data.root`` is unset (the default job)."""
 
     difficulty: str = Field(
-        "easy", description="ssd_data.synthetic difficulty preset (easy, medium, ...)."
+        "starter",
+        description="How hard the synthetic images are: starter, easy, medium or hard (more classes,"
+        " smaller objects, more clutter).",
     )
-    train_images: int = Field(768, ge=1, description="Synthetic training images.")
-    val_images: int = Field(96, ge=1, description="Synthetic validation images.")
+    train_images: int = Field(128, ge=1, description="Synthetic training images.")
+    val_images: int = Field(48, ge=1, description="Synthetic validation images.")
     seed: int = Field(0, description="Seed of the synthetic generator (not of training).")
     categories: Literal["used", "all"] = Field(
         "used",

@@ -48,6 +48,17 @@ def check_weights_arg(weights: Path | None) -> Path:
     return path
 
 
+def torch_load_problem(message: str) -> str:
+    """What a failed ``torch.load(weights_only=True)`` means for the user, in place of torch's
+    text (which suggests ``weights_only=False``: loading code from a file we cannot trust)."""
+    if "Unsupported global" in message:
+        return (
+            "the file holds Python objects other than tensors and numbers, which are not loaded"
+            " (for safety)"
+        )
+    return "the file is not a torch weights file (damaged, or another format)"
+
+
 def _read_exported(weights: Path):  # type: ignore[no-untyped-def]
     """``read_exported`` with a message free of torch's internals (no ``weights_only`` hint)."""
     from ssd_train.checkpoint.weights import read_exported
@@ -58,10 +69,7 @@ def _read_exported(weights: Path):  # type: ignore[no-untyped-def]
         cause = error.__cause__
         if cause is None:
             raise WeightsError(f"{error}") from None
-        if "Weights only load failed" in str(cause):
-            why = "it holds Python objects other than tensors, which are not loaded (for safety)"
-        else:
-            why = f"not a torch weights file ({type(cause).__name__})"
+        why = torch_load_problem(str(cause))
         raise WeightsError(f"--weights {weights} cannot be read: {why}; {_WHAT}") from None
 
 
@@ -79,13 +87,13 @@ def load_weights_into(model: nn.Module, weights: Path) -> str:
         )
 
         from ssd_train.checkpoint.files import inspect_checkpoint
-        from ssd_train.checkpoint.manager import _quiet_single_process
+        from ssd_train.checkpoint.manager import silence_single_process_warning
 
         info = inspect_checkpoint(weights)
         if not info.usable:
             raise WeightsError(f"cannot evaluate {weights}: {info.problem}; {_WHAT}")
         state = {"model": get_model_state_dict(model)}
-        _quiet_single_process()
+        silence_single_process_warning()
         try:
             dcp.load(state, checkpoint_id=str(weights))
         except Exception as error:  # DCP raises several types for foreign or partial folders

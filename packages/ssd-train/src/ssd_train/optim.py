@@ -46,3 +46,22 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) ->
         weight_decay=cfg.weight_decay,
         **kwargs,
     )
+
+
+def device_learning_rates(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Make every param group's ``lr`` a float32 0-d tensor on ``device`` again.
+
+    Loading an optimiser state dict (``set_state_dict`` / ``load_state_dict``) replaces the
+    groups' LR tensors with the checkpoint's, which may be host tensors or floats; call this after
+    a load. Tensors already right are kept (same objects: no recompilation).
+    """
+    for group in optimizer.param_groups:
+        lr = group["lr"]
+        ok = (
+            isinstance(lr, torch.Tensor)
+            and lr.dtype == torch.float32
+            and lr.device.type == device.type
+            and (device.index is None or lr.device.index == device.index)
+        )
+        if not ok:
+            group["lr"] = torch.tensor(float(lr), dtype=torch.float32, device=device)

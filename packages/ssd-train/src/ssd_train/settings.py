@@ -20,7 +20,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
-    CliSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -39,6 +38,7 @@ from ssd_train.config import (
     SyntheticConfig,
 )
 from ssd_train.report.config import LoggingConfig
+from ssd_train.report.help_text import HelpCliSource, root_parser
 from ssd_train.resilience.config import ResilienceConfig
 
 ENV_PREFIX = "SSD_"
@@ -55,7 +55,7 @@ def default_job_model() -> ModelConfig:
 
 
 def default_job_data() -> DataConfig:
-    """The default job's pipeline: CPU-sized batches; the synthetic 'easy' images hold <= 4 objects."""
+    """The default job's pipeline: CPU-sized batches; the synthetic 'starter' images hold <= 3 objects."""
     return DataConfig(batch_size=8, eval_batch_size=16, max_boxes=16, num_workers=1)
 
 
@@ -162,7 +162,11 @@ class Settings(BaseSettings):
         argv, toml_path = _SOURCES.get()
         sources: list[PydanticBaseSettingsSource] = [
             init_settings,
-            CliSettingsSource(settings_cls, cli_parse_args=argv),
+            HelpCliSource(
+                settings_cls,
+                cli_parse_args=argv,
+                root_parser=root_parser("ssd-train", (cls.__doc__ or "").strip()),
+            ),
             env_settings,
         ]
         if toml_path is not None:

@@ -20,7 +20,9 @@ Compilation (``compile=True``, ``compile_mode`` = torch.compile's mode) covers t
    param groups (``ssd_train.optim``), so a new LR value never recompiles.
 
 ``optimizer.zero_grad(set_to_none=True)`` and the share-weighted accumulation of three 0-d losses
-stay eager (no kernels, resp. two tiny ones per micro-batch).
+stay eager (no kernels, resp. two tiny ones per micro-batch). When optimiser step hooks are
+registered (the ``skip`` non-finite policy's pre-hook, which decides on the host), the update runs
+eagerly through ``optimizer.step()`` so the hooks run.
 
 Under DDP the wrapper's own ``forward`` (logger statistics, reducer bookkeeping) must run eagerly:
 Dynamo cannot trace ``Logger.set_runtime_stats_and_log`` or the skipped ``_inside_ddp_forward``,
@@ -71,18 +73,24 @@ class StepOutput:
 
 
 def encoded_loss(
-    criterion: nn.Module, loc: Tensor, logits: Tensor, boxes: Tensor, labels: Tensor
+    criterion: nn.Module,
+    loc: Tensor,
+    logits: Tensor,
+    boxes: Tensor,
+    labels: Tensor,
+    encode_dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
     """Encode the ground truth and apply ``SSDLoss``.
 
     Args:
         loc: float32 [N, 8732, 4]; logits: float32 [N, 8732, C]; boxes: float32 [N, M, 4] ltrb in
             [0, 1]; labels: int64 [N, M] (0 = padding).
+        encode_dtype: the IoU dtype of the matching (``model.encode_dtype``; same matches).
 
     Returns:
         ``total`` float32 0-d (with grad) and float32 [3] detached ``(total, loc, conf)``.
     """
-    loc_targets, label_targets = encode(boxes, labels)
+    loc_targets, label_targets = encode(boxes, labels, compute_dtype=encode_dtype)
     out = criterion(loc, logits, loc_targets, label_targets)
     return out.total, torch.stack([out.total, out.loc, out.conf]).detach()
 
@@ -96,6 +104,7 @@ def compute_loss(
     autocast_dtype: torch.dtype | None,
     channels_last: bool,
     loss_fn: Callable[..., tuple[Tensor, Tensor]] = encoded_loss,
+    encode_dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
     """Loss of one micro-batch: ``total`` float32 0-d and float32 [3] detached (total, loc, conf).
 
@@ -104,7 +113,7 @@ def compute_loss(
         loss_fn: :func:`encoded_loss` or a compiled version of it.
     """
     loc, logits = forward_normalized(model, images, autocast_dtype, channels_last)
-    return loss_fn(criterion, loc, logits, boxes, labels)
+    return loss_fn(criterion, loc, logits, boxes, labels, encode_dtype)
 
 
 @contextlib.contextmanager
@@ -143,6 +152,7 @@ class TrainStep:
         channels_last: run the model on channels_last tensors.
         grad_clip_norm: clip the global gradient norm to this (None = no clipping).
         compile: ``torch.compile`` the step (see the module docstring for the regions).
+        encode_dtype: IoU dtype of the ground-truth matching (``model.encode_dtype``).
         compile_mode: torch.compile's ``mode``: ``default``, ``max-autotune-no-cudagraphs`` or
             ``reduce-overhead`` (CUDA graphs).
     """
@@ -159,6 +169,7 @@ class TrainStep:
         grad_clip_norm: float | None = None,
         compile: bool = False,
         compile_mode: CompileMode = "default",
+        encode_dtype: torch.dtype = torch.float32,
     ) -> None:
         self.model = model
         self.criterion = criterion
@@ -169,6 +180,7 @@ class TrainStep:
         self.grad_clip_norm = grad_clip_norm
         self.compiled = compile
         self.compile_mode = compile_mode
+        self.encode_dtype = encode_dtype
         self.params = [p for p in model.parameters() if p.requires_grad]
         # the undecorated step: ``Optimizer.step``'s grad-mode wrapper calls
         # ``torch._dynamo.graph_break()`` twice (pytorch#104053); ``_update`` runs it under
@@ -217,24 +229,37 @@ class TrainStep:
                         self.autocast_dtype,
                         self.channels_last,
                         self._loss_tail,
+                        self.encode_dtype,
                     )
                     (total * share).backward()
                 sums += parts * share
-        grad_norm, finite = self.update(sums)
+        update = self._update_with_hooks if _has_step_hooks(self.optimizer) else self.update
+        grad_norm, finite = update(sums)
+        if self.compiled and self.compile_mode == "reduce-overhead":
+            # CUDA-graph outputs are overwritten by the next replay; callers keep these longer
+            grad_norm, finite = grad_norm.clone(), finite.clone()
         self.optimizer.zero_grad(set_to_none=True)
         return StepOutput(sums[0], sums[1], sums[2], grad_norm, finite)
 
     def _update(self, sums: Tensor) -> tuple[Tensor, Tensor]:
         """Clip, SGD step, finite flag; ``sums`` float32 [3] -> (grad_norm float32 0-d, finite bool 0-d)."""
-        if self.grad_clip_norm is None:
-            grad_norm = torch.zeros((), device=self.device)
-        else:
-            norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip_norm, foreach=True)
-            grad_norm = norm.detach().float()
+        grad_norm = self._clip()
         with torch.no_grad():
             self._sgd_step(self.optimizer)
-        finite = torch.isfinite(sums).all() & torch.isfinite(grad_norm)
-        return grad_norm, finite
+        return grad_norm, torch.isfinite(sums).all() & torch.isfinite(grad_norm)
+
+    def _update_with_hooks(self, sums: Tensor) -> tuple[Tensor, Tensor]:
+        """Eager :meth:`_update` through ``optimizer.step()``, which runs the registered step hooks
+        (``resilience.nonfinite`` 's ``skip`` policy decides on the host before each update)."""
+        grad_norm = self._clip()
+        self.optimizer.step()
+        return grad_norm, torch.isfinite(sums).all() & torch.isfinite(grad_norm)
+
+    def _clip(self) -> Tensor:
+        if self.grad_clip_norm is None:
+            return torch.zeros((), device=self.device)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip_norm, foreach=True)
+        return norm.detach().float()
 
     @contextlib.contextmanager
     def _compiled_inner_forward(self) -> Iterator[None]:
@@ -331,6 +356,21 @@ def _restored(
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state(cuda_rng, device)
+
+
+def _has_step_hooks(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether optimiser step pre/post hooks (its own or global) are registered."""
+    from torch.optim import optimizer as optim_module
+
+    return any(
+        bool(hooks)
+        for hooks in (
+            getattr(optimizer, "_optimizer_step_pre_hooks", None),
+            getattr(optimizer, "_optimizer_step_post_hooks", None),
+            getattr(optim_module, "_global_optimizer_pre_hooks", None),
+            getattr(optim_module, "_global_optimizer_post_hooks", None),
+        )
+    )
 
 
 def _clone(value: Any) -> Any:

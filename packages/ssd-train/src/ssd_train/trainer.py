@@ -38,6 +38,7 @@ from ssd_train.distributed import (
 )
 from ssd_train.evaluation import EvalHistory, Evaluation, RunEvaluations
 from ssd_train.lr_schedule import LRSchedule, decay_steps_from_epochs
+from ssd_train.optim import device_learning_rates
 from ssd_train.report.mlperf_log import evaluation_blocks
 from ssd_train.report.reporter import RunReporter, class_names_of
 from ssd_train.resilience.fault_injection import FaultInjector
@@ -163,19 +164,16 @@ class Trainer:
 
     def _warm_up_compiled_step(self) -> None:
         """Compile before run_start on synthetic tensors; the step restores every state it touched."""
-        s = self.settings
-        batch = synthetic_batch(
-            s.data.batch_size,
-            s.data.max_boxes,
-            s.model.num_classes,
-            self.ctx.device,
-            seed=self.seed,
-        )
+        s, device = self.settings, self.ctx.device
+        n, m, c = s.data.batch_size, s.data.max_boxes, s.model.num_classes
+        batch = synthetic_batch(n, m, c, device, seed=self.seed)
         self.components.train_step.warm_up(batch, micro_batches=s.optim.grad_accumulation_steps)
 
     def _build_data(self) -> None:
         s, ctx = self.settings, self.ctx
-        self.train_loader = build_train_loader(s.data, ctx.rank, ctx.world_size, self.seed)
+        self.train_loader = build_train_loader(
+            s.data, ctx.rank, ctx.world_size, self.seed, device=ctx.device
+        )
         eval_loader = build_eval_loader(s.data, ctx.rank, ctx.world_size)
         c = self.components
         evaluation = Evaluation(
@@ -373,6 +371,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict` (call after the data loaders exist)."""
         apply_training_state(self.model, self.optimizer, state)
+        device_learning_rates(self.optimizer, self.ctx.device)  # loading replaced the LR tensors
         self.step, self.epoch = int(state["progress"]["step"]), int(state["progress"]["epoch"])
         if self.train_loader is not None and state.get("data"):
             self.train_loader.load_state_dict(state["data"])

@@ -140,7 +140,7 @@ def _no_dist() -> bool:
     return not (dist.is_available() and dist.is_initialized())
 
 
-def _quiet_single_process() -> None:
+def silence_single_process_warning() -> None:
     """Silence torch's "torch.distributed is disabled ... single process" UserWarning, printed by
     every dcp.save/async_save/load in a single process (our intent, so not news). A process-wide
     filter on that message only: ``dcp.async_save`` warns from its executor thread, after a
@@ -247,7 +247,7 @@ class CheckpointManager:
             raise CheckpointError(f"cannot load {path}: {info.problem}")
         self.check_compatible(info)
         dcp_state = {k: template[k] for k in DCP_KEYS}
-        _quiet_single_process()
+        silence_single_process_warning()
         dcp.load(dcp_state, checkpoint_id=str(path), process_group=self.group, no_dist=_no_dist())
         mine = torch.load(path / f"rank-{self.rank}.pt", map_location="cpu", weights_only=True)
         if mine.get("rank") != self.rank:
@@ -327,7 +327,7 @@ class CheckpointManager:
             "fingerprint": self.fingerprint,
             "torch": torch.__version__,
         }
-        _quiet_single_process()
+        silence_single_process_warning()
         if self.cfg.asynchronous:
             future = dcp.async_save(
                 state, checkpoint_id=str(folder), process_group=self.group, no_dist=_no_dist()

@@ -117,7 +117,8 @@ def continue_command(
     more_epochs = reason == "max_epochs" and max_epochs is not None
     if more_epochs:
         drop.add(_MAX_EPOCHS)
-    args, had_resume = _without(args, drop)
+    _, had_resume = _without(args, {_RESUME})
+    args, _ = _without(args, drop)
     skip_env = {"SSD_RUN_DIR", "SSD_CHECKPOINT__RESUME"}
     if reason == "max_steps":
         skip_env.add("SSD_SCHEDULE__MAX_STEPS")
@@ -132,7 +133,7 @@ def continue_command(
     if had_resume or "SSD_CHECKPOINT__RESUME" in env:
         tail += ["--checkpoint.resume", "auto"]
     if reason == "max_steps" and "SSD_SCHEDULE__MAX_STEPS" in env:
-        tail += ["--schedule.max-steps", "none"]
+        tail += ["--schedule.max-steps", "None"]
     if more_epochs:
         assert max_epochs is not None
         tail += ["--schedule.max-epochs", str(2 * max_epochs)]
@@ -148,7 +149,7 @@ def has_checkpoint(run_dir: Path | str) -> bool:
 
 def _ending(status: str, reason: str, best_map: float | None, target_map: float | None) -> str:
     best = "no evaluation yet" if best_map is None else f"best mAP {best_map:.4f}"
-    target = "" if target_map is None else f" (target {target_map})"
+    target = "" if target_map is None or best_map is None else f" (target {target_map})"
     if status == "success":
         return f"target met: mAP {best_map if best_map is None else f'{best_map:.4f}'}{target}"
     if reason == "max_steps":
@@ -160,8 +161,12 @@ def _ending(status: str, reason: str, best_map: float | None, target_map: float 
     if reason == "stop_requested":
         return f"stopped on request; {best}"
     if reason == "error":
-        return f"failed (the error is printed above); {best}"
+        return f"failed (the error follows); {best}"
     return f"interrupted ({reason}); {best}"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def final_lines(
@@ -185,7 +190,7 @@ def final_lines(
     lines = [data_summary] if data_summary else []
     lines.append(
         f"run {status} ({reason}) - {_ending(status, reason, best_map, target_map)};"
-        f" {epochs} epochs, {steps} steps; run folder: {run_dir}"
+        f" {_count(epochs, 'epoch')}, {_count(steps, 'step')}; run folder: {run_dir}"
     )
     if status == "success":
         return lines

@@ -238,7 +238,10 @@ class RunReporter:
         val_d = None if val is None else {k: int(v) for k, v in val.items()}
         self._data_counts = (train_d, val_d)
         if self.enabled:
-            self.metrics.log_data(train=train_d, val=val_d, step=step)
+            try:  # called from the trainer's `finally`: never mask the run's own error
+                self.metrics.log_data(train=train_d, val=val_d, step=step)
+            except Exception as error:
+                self.message(f"could not write the data counts: {type(error).__name__}: {error}")
 
     def final(
         self,
@@ -252,22 +255,27 @@ class RunReporter:
     ) -> None:
         """The last lines of a run, for every ending: how it ended (best mAP, or 'no evaluation
         yet' when ``best_map`` is None), the data counts, and, unless the target was met, the
-        command that continues the run. Also writes results.png."""
+        command that continues the run. Also writes results.png. Never raises (the trainer calls it
+        from ``finally``)."""
         if not self.enabled:
             return
         self._finished = True
         self.plot()
-        for line in final_lines(
-            status=status,
-            reason=reason,
-            epochs=epochs,
-            steps=steps,
-            best_map=best_map,
-            run_dir=run_dir or self.run_dir,
-            target_map=self.target_map,
-            max_epochs=self.max_epochs,
-            data_summary=data_summary_line(*self._data_counts) or None,
-        ):
+        try:
+            lines = final_lines(
+                status=status,
+                reason=reason,
+                epochs=epochs,
+                steps=steps,
+                best_map=best_map,
+                run_dir=run_dir or self.run_dir,
+                target_map=self.target_map,
+                max_epochs=self.max_epochs,
+                data_summary=data_summary_line(*self._data_counts) or None,
+            )
+        except Exception as error:  # pragma: no cover - a bug here must not hide the ending
+            lines = [f"run {status} ({reason}); could not summarise it: {error!r}"]
+        for line in lines:
             self.message(line)
 
     # -- misc ---------------------------------------------------------------------------------

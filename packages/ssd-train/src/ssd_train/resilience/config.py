@@ -84,7 +84,9 @@ class FaultInjectionConfig(_Section):
         None, ge=0, description="Test only: make the loss NaN at this optimiser step (every rank)."
     )
     exit_at_step: int | None = Field(
-        None, ge=0, description="Test only: rank `fault_rank` calls os._exit(13) at this step."
+        None,
+        ge=0,
+        description="Test only: the process of rank fault_rank exits at once (code 13) at this step.",
     )
     sleep_at_step: int | None = Field(
         None, ge=0, description="Test only: rank `fault_rank` sleeps `sleep_s` inside this step."

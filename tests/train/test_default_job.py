@@ -1,0 +1,97 @@
+"""The default job (`uv run ssd-train` with no settings) reaches mAP >= 0.23 within 800 image-passes.
+
+Issue 14 states the default job's budget as work, not wall time (CPUs differ by 4x): every
+training image seen counts 1, every evaluation image scored counts 1/3, and the evaluation that
+first reaches the target must come after at most 800 such passes. The count is taken from the
+run's own ``metrics.jsonl`` (train records carry ``step``; eval records carry ``step`` and
+``map``) and ``config.json`` (batch size, validation images); the run must also stop there as a
+success and log an open-division MLPerf log that passes the 1.0.0 checker. Only the run folder
+and the dataset cache are redirected to ``tmp_path``; every other setting is the default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ssd_data.synthetic_presets import PRESETS
+from ssd_train.report.compliance import check_log
+from ssd_train.settings import load_settings
+
+MAX_IMAGE_PASSES = 800
+EVAL_IMAGE_WEIGHT = 1 / 3
+TARGET = 0.23
+
+
+def image_passes_at_target(run_dir: Path) -> tuple[float, list[dict]]:
+    """(image-passes up to and including the first evaluation with map >= TARGET, eval records).
+
+    Raises AssertionError when no evaluation reached the target.
+    """
+    config = json.loads((run_dir / "config.json").read_text())
+    batch = config["data"]["batch_size"] * config["optim"]["grad_accumulation_steps"]
+    val_images = config["synthetic"]["val_images"]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    hit = next((i for i, r in enumerate(evals) if r["map"] >= TARGET), None)
+    assert hit is not None, f"no evaluation reached {TARGET}: {[r['map'] for r in evals]}"
+    step = evals[hit]["step"]
+    return step * batch + (hit + 1) * val_images * EVAL_IMAGE_WEIGHT, evals
+
+
+def test_image_pass_count_golden(tmp_path: Path) -> None:
+    """The counting rule on a hand-made run folder: 3 evals, the second reaching the target."""
+    cfg = {"data": {"batch_size": 8}, "optim": {"grad_accumulation_steps": 1},
+           "synthetic": {"val_images": 30}}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    lines = [
+        {"kind": "train", "step": 10},
+        {"kind": "eval", "epoch": 2, "step": 40, "map": 0.1},
+        {"kind": "eval", "epoch": 3, "step": 60, "map": 0.25},
+        {"kind": "eval", "epoch": 4, "step": 80, "map": 0.3},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    passes, _ = image_passes_at_target(tmp_path)
+    assert passes == pytest.approx(60 * 8 + 2 * 30 / 3)  # 480 trained + 2 evals of 30 = 500
+
+
+def test_default_job_budget_leaves_room() -> None:
+    """The default settings can reach the target inside the budget at all: the first evaluation
+    comes before 800 image-passes, and the starter set is the small, 4-class one it was tuned on."""
+    s = load_settings([])
+    batch = s.data.batch_size * s.optim.grad_accumulation_steps
+    first_eval = s.schedule.eval_epochs[0] * s.synthetic.train_images
+    assert first_eval + s.synthetic.val_images / 3 < MAX_IMAGE_PASSES
+    assert s.synthetic.difficulty == "starter"
+    assert len(PRESETS["starter"].category_ids) == 4
+    assert len(set(PRESETS["starter"].palette)) == 4  # one colour per class
+    assert s.schedule.target_map == TARGET
+    assert batch == 8
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a hang guard: the work is bounded by MAX_IMAGE_PASSES
+def test_default_job_reaches_target_within_800_image_passes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["--run-dir", str(run_dir), "--synthetic.cache-dir", str(tmp_path / "synthetic")]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    done = subprocess.run(
+        [sys.executable, "-m", "ssd_train", *args],
+        capture_output=True, text=True, env=env, timeout=1750,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    passes, evals = image_passes_at_target(run_dir)
+    maps = [(r["epoch"], round(r["map"], 4)) for r in evals]
+    assert passes <= MAX_IMAGE_PASSES, (passes, maps)
+    assert evals[-1]["map"] >= TARGET, maps  # it stops at the first evaluation that reaches it
+    log = run_dir / "mlperf.log"
+    records = [json.loads(line[len(":::MLLOG ") :]) for line in log.read_text().splitlines()]
+    values = {r["key"]: r for r in records}
+    assert values["submission_division"]["value"] == "open"
+    assert values["run_stop"]["metadata"]["status"] == "success"
+    ok, messages = check_log(log, "1.0.0", division="open")
+    assert ok, messages
