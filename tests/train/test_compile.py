@@ -59,6 +59,15 @@ def test_compiled_whole_step_equals_eager_step() -> None:
     assert compiled_losses[1] == pytest.approx(eager_losses[1], rel=2e-3)
     torch.manual_seed(0)
     init = {n: p.detach() for n, p in SSD300(num_classes=NUM_CLASSES).named_parameters()}
-    for name, ref in eager.items():  # the first update (gradients at identical weights): 1%
+    eps = torch.finfo(torch.float32).eps
+    diffs, norms = [], []
+    for name, ref in eager.items():  # the first update (gradients at identical weights)
         expected, got = ref - init[name], compiled[name] - init[name]
-        assert float((got - expected).norm()) <= 1e-2 * float(expected.norm()) + 1e-7, name
+        # a weight of magnitude w is stored to eps * w, so an update read back as the difference of
+        # two weights carries up to ~1 ulp per element: tiny updates are compared to that floor
+        floor = 4 * eps * max(1.0, float(init[name].abs().max())) * expected.numel() ** 0.5
+        diff = float((got - expected).norm())
+        assert diff <= 1e-2 * float(expected.norm()) + floor, name
+        diffs.append(diff**2)
+        norms.append(float(expected.norm()) ** 2)
+    assert sum(diffs) ** 0.5 <= 1e-2 * sum(norms) ** 0.5  # the whole update: 1%

@@ -188,8 +188,8 @@ def test_console_of_a_short_run_and_its_continue_command(tmp_path: Path) -> None
     row = lines[header + 1].split()
     assert row[1].startswith("1/") and row[6] not in ("-", "0.0") and ":" in row[-1], lines
     assert all(len(line) <= 80 for line in lines[header : header + 3])
-    # the last 5 lines: how it ended, and the command that continues it
-    tail = lines[-5:]
+    # the last 5 lines of stdout: how it ended, and the command that continues it
+    tail = done.stdout.splitlines()[-5:]
     assert any("stopped at schedule.max_steps" in line for line in tail), tail
     command = next(line.strip() for line in tail if line.strip().startswith("uv run ssd-train"))
     assert f"--run-dir {run_dir}" in command and "--schedule.max-steps" not in command

@@ -73,6 +73,14 @@ def test_short_synthetic_run_logs_open_division_passing_1_0_0(tmp_path: Path) ->
     assert ok, messages
     # the MLPerf lines go to mlperf.log only (logging.mlperf.echo_stdout is off by default)
     assert not any(":::MLLOG" in line for line in done.stdout.splitlines())
+    # exported weights carry the dataset's categories (file order: label i is entry i - 1)
+    import torch
+
+    meta = torch.load(run_dir / "last.pt", weights_only=True)["metadata"]
+    val_json = json.loads(
+        next((tmp_path / "synthetic").rglob("instances_val2017.json")).read_text()
+    )
+    assert [c["id"] for c in meta["categories"]] == [c["id"] for c in val_json["categories"]]
     # and the rest of the run folder
     for name in ("metrics.jsonl", "results.png", "train_batch.jpg", "val_predictions.jpg"):
         assert (run_dir / name).is_file(), name

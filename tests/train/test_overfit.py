@@ -17,8 +17,7 @@ from ssd_data.config import DataConfig
 from ssd_data.pipeline import build_eval_loader
 from ssd_data.synthetic import generate_synthetic_coco
 from ssd_eval.config import EvalConfig
-from ssd_train.benchmark import SyntheticBatch
-from ssd_train.components import autocast_dtype_for
+from ssd_train.components import SyntheticBatch, autocast_dtype_for
 from ssd_train.config import OptimConfig
 from ssd_train.evaluation import Evaluation
 from ssd_train.lr_schedule import LRSchedule

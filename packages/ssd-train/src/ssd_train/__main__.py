@@ -150,10 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ssd-train: {unwrap_worker_error(str(error))}", file=sys.stderr)
         return 2
     except (FileExistsError, NotADirectoryError, PermissionError) as error:
-        if settings.run_dir is None or not _under(error.filename, settings.run_dir):
+        run_dir = settings.run_dir or Path("runs")  # the default: runs/<UTC time>
+        if not _under(error.filename, run_dir):
             raise
         print(
-            f"ssd-train: cannot write the run folder {settings.run_dir}: {error.strerror}"
+            f"ssd-train: cannot write the run folder {run_dir}: {error.strerror}"
             f" ({error.filename}); choose another --run-dir",
             file=sys.stderr,
         )

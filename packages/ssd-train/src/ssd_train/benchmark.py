@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from ssd_train.components import build_components
+from ssd_train.components import build_components, synthetic_batch
 from ssd_train.distributed import (
     barrier,
     broadcast_seed,
@@ -30,50 +29,8 @@ from ssd_train.lr_schedule import base_learning_rate
 from ssd_train.settings import Settings
 from ssd_train.train_step import ensure_momentum_buffers
 
-
 COCO_NUM_CLASSES = 81
 """Classes of the benchmark's model when ``model.num_classes`` is unset: COCO's 80 + background."""
-
-
-class SyntheticBatch(NamedTuple):
-    """A ``TrainBatch``-shaped batch: images uint8 [N,3,300,300] (channels_last), boxes float32
-    [N,M,4] ltrb in [0,1], labels int64 [N,M] (0 = padding), image_ids int64 [N]."""
-
-    images: Tensor
-    boxes: Tensor
-    labels: Tensor
-    image_ids: Tensor
-
-    def to(self, device: torch.device, non_blocking: bool = False) -> SyntheticBatch:
-        return SyntheticBatch(
-            *(
-                t.to(device, non_blocking=non_blocking)
-                for t in (self.images, self.boxes, self.labels, self.image_ids)
-            )
-        )
-
-
-def synthetic_batch(
-    batch_size: int,
-    max_boxes: int,
-    num_classes: int,
-    device: torch.device,
-    *,
-    boxes_per_image: int = 8,
-    seed: int = 0,
-) -> SyntheticBatch:
-    """Random images and ``boxes_per_image`` random valid boxes per image (the rest padding)."""
-    g = torch.Generator().manual_seed(seed)
-    n, m, k = batch_size, max_boxes, min(boxes_per_image, max_boxes)
-    images = torch.randint(0, 256, (n, 3, 300, 300), dtype=torch.uint8, generator=g)
-    images = images.contiguous(memory_format=torch.channels_last)
-    centre = torch.rand(n, k, 2, generator=g) * 0.6 + 0.2
-    size = torch.rand(n, k, 2, generator=g) * 0.3 + 0.05
-    boxes = torch.zeros(n, m, 4)
-    boxes[:, :k] = torch.cat([centre - size / 2, centre + size / 2], dim=-1).clamp(0, 1)
-    labels = torch.zeros(n, m, dtype=torch.int64)
-    labels[:, :k] = torch.randint(1, num_classes, (n, k), generator=g)
-    return SyntheticBatch(images, boxes, labels, torch.arange(n)).to(device)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ times exactly the step that training runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from ssd_core import build_detector, encode_compute_dtype
-from torch import nn
+from torch import Tensor, nn
 
 from ssd_train.distributed import DistributedContext, wrap_model
 from ssd_train.optim import build_optimizer
@@ -43,6 +43,16 @@ class Components:
     train_step: TrainStep
     autocast_dtype: torch.dtype | None
     compiled: bool
+
+    def warm_up(self, settings: Settings, *, seed: int) -> None:
+        """Compile the step before run_start on a synthetic batch of the run's shapes; the step
+        restores every state it touched (collective under DDP/FSDP2)."""
+        data, accum = settings.data, settings.optim.grad_accumulation_steps
+        device = next(self.model.parameters()).device
+        batch = synthetic_batch(
+            data.batch_size, data.max_boxes, settings.model.num_classes or 81, device, seed=seed
+        )
+        self.train_step.warm_up(batch, micro_batches=accum)
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -93,8 +103,50 @@ def build_components(settings: Settings, ctx: DistributedContext) -> Components:
         grad_clip_norm=settings.optim.grad_clip_norm,
         compile=compiled,
         compile_mode=settings.compile_mode,
+        compile_backend=settings.compile_backend,
         encode_dtype=encode_compute_dtype(settings.model),
     )
     return Components(
         wrapped, eval_model, criterion, postprocessor, optimizer, step, autocast_dtype, compiled
     )
+
+
+class SyntheticBatch(NamedTuple):
+    """A ``TrainBatch``-shaped batch: images uint8 [N,3,300,300] (channels_last), boxes float32
+    [N,M,4] ltrb in [0,1], labels int64 [N,M] (0 = padding), image_ids int64 [N]."""
+
+    images: Tensor
+    boxes: Tensor
+    labels: Tensor
+    image_ids: Tensor
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> SyntheticBatch:
+        return SyntheticBatch(
+            *(
+                t.to(device, non_blocking=non_blocking)
+                for t in (self.images, self.boxes, self.labels, self.image_ids)
+            )
+        )
+
+
+def synthetic_batch(
+    batch_size: int,
+    max_boxes: int,
+    num_classes: int,
+    device: torch.device,
+    *,
+    boxes_per_image: int = 8,
+    seed: int = 0,
+) -> SyntheticBatch:
+    """Random images and ``boxes_per_image`` random valid boxes per image (the rest padding)."""
+    g = torch.Generator().manual_seed(seed)
+    n, m, k = batch_size, max_boxes, min(boxes_per_image, max_boxes)
+    images = torch.randint(0, 256, (n, 3, 300, 300), dtype=torch.uint8, generator=g)
+    images = images.contiguous(memory_format=torch.channels_last)
+    centre = torch.rand(n, k, 2, generator=g) * 0.6 + 0.2
+    size = torch.rand(n, k, 2, generator=g) * 0.3 + 0.05
+    boxes = torch.zeros(n, m, 4)
+    boxes[:, :k] = torch.cat([centre - size / 2, centre + size / 2], dim=-1).clamp(0, 1)
+    labels = torch.zeros(n, m, dtype=torch.int64)
+    labels[:, :k] = torch.randint(1, num_classes, (n, k), generator=g)
+    return SyntheticBatch(images, boxes, labels, torch.arange(n)).to(device)

@@ -119,6 +119,11 @@ class Settings(BaseSettings):
         " = also tries several kernel variants and keeps the fastest (slower start); reduce-overhead ="
         " also replays each step as recorded CUDA graphs, which cuts kernel-launch cost (CUDA only).",
     )
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = Field(
+        "inductor",
+        description="The torch.compile backend: inductor generates fused kernels; aot_eager and eager"
+        " capture the same graphs without generating kernels (quick checks for graph breaks).",
+    )
     num_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads per process (None = torch's default)."
     )

@@ -46,8 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import torch
-from ssd_core.box_coder import encode
-from ssd_core.preprocess import forward_normalized
+from ssd_core import encode, forward_normalized
 from torch import Tensor, nn
 
 CompileMode = Literal["default", "max-autotune-no-cudagraphs", "reduce-overhead"]
@@ -153,6 +152,8 @@ class TrainStep:
         grad_clip_norm: clip the global gradient norm to this (None = no clipping).
         compile: ``torch.compile`` the step (see the module docstring for the regions).
         encode_dtype: IoU dtype of the ground-truth matching (``model.encode_dtype``).
+        compile_backend: torch.compile's backend (``inductor``; ``aot_eager`` compiles the same
+            graphs without generating kernels: for finding graph breaks quickly).
         compile_mode: torch.compile's ``mode``: ``default``, ``max-autotune-no-cudagraphs`` or
             ``reduce-overhead`` (CUDA graphs).
     """
@@ -170,6 +171,7 @@ class TrainStep:
         compile: bool = False,
         compile_mode: CompileMode = "default",
         encode_dtype: torch.dtype = torch.float32,
+        compile_backend: str = "inductor",
     ) -> None:
         self.model = model
         self.criterion = criterion
@@ -196,14 +198,17 @@ class TrainStep:
         self.update: Callable[[Tensor], tuple[Tensor, Tensor]] = self._update
         if compile:
             mode = None if compile_mode == "default" else compile_mode
+            options: dict[str, Any] = {"backend": compile_backend}
+            if compile_backend == "inductor":
+                options["mode"] = mode  # modes are Inductor's
             if self.wrapped:
                 self._inner = getattr(model, "module", model)
-                self._inner_forward = torch.compile(self._inner.forward, mode=mode)
-                self._loss_tail = torch.compile(encoded_loss, mode=mode)
+                self._inner_forward = torch.compile(self._inner.forward, **options)
+                self._loss_tail = torch.compile(encoded_loss, **options)
             else:
-                self.forward_loss = torch.compile(compute_loss, mode=mode)
+                self.forward_loss = torch.compile(compute_loss, **options)
             if not hasattr(model, "set_requires_gradient_sync"):  # not FSDP2 (DTensor grads)
-                self.update = torch.compile(self._update, mode=mode)
+                self.update = torch.compile(self._update, **options)
 
     def __call__(self, micro_batches: Sequence[MicroBatch]) -> StepOutput:
         if not micro_batches:
@@ -287,7 +292,7 @@ class TrainStep:
         Under DDP/FSDP2 every rank must call it (the steps all-reduce).
 
         Args:
-            batch: a micro-batch like the training ones (e.g. ``ssd_train.benchmark.synthetic_batch``
+            batch: a micro-batch like the training ones (e.g. ``ssd_train.components.synthetic_batch``
                 of ``data.batch_size`` images and ``data.max_boxes`` boxes, on any device).
             micro_batches: micro-batches per step (``optim.grad_accumulation_steps``).
             steps: warm-up steps (2: CUDA graph trees record on the second run).

@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from ssd_data import TrainLoader, build_eval_loader, build_train_loader
 
-from ssd_train.benchmark import synthetic_batch
 from ssd_train.checkpoint.manager import (
     CheckpointManager,
     apply_training_state,
@@ -29,7 +28,7 @@ from ssd_train.checkpoint.manager import (
     training_state,
 )
 from ssd_train.checkpoint.weights import WeightsExporter
-from ssd_train.components import build_components
+from ssd_train.components import build_components, cpu_has_fast_bf16
 from ssd_train.distributed import (
     average_bn_statistics,
     init_distributed,
@@ -78,6 +77,7 @@ class Trainer:
         )
 
         c = self.components = build_components(s, ctx)
+        self.reporter.device_line(ctx.device, s.precision, c.autocast_dtype, cpu_has_fast_bf16())
         self.model, self.optimizer = c.model, c.optimizer
         res = s.resilience
         self.checkpoints = CheckpointManager(
@@ -132,7 +132,7 @@ class Trainer:
         s = self.settings
         try:
             if self.components.compiled:
-                self._warm_up_compiled_step()
+                self.components.warm_up(s, seed=self.seed)
             self.mllog.init_stop()
             self.mllog.run_start()
             set_collective_timeout(s.distributed.timeout_s)
@@ -152,22 +152,22 @@ class Trainer:
                 self.done = ("aborted", "interrupted")
             if self.mllog.run_started and not self.mllog.run_stopped:
                 self.mllog.run_stop(self.done[0])
-        status, reason = self.done
-        self.reporter.message(
-            f"run {status} ({reason}): best mAP {self.evals.best_map:.4f} after {self.epoch}"
-            f" epochs, {self.step} steps; run folder: {self.run_dir}"
-        )
+            self._report_end()
         results = [{"epoch": r.epoch, "map": r.map} for r in self.evals.results]
         return RunOutcome(
-            status, reason, self.run_dir, self.step, self.epoch, self.evals.best_map, results
+            *self.done, self.run_dir, self.step, self.epoch, self.evals.best_map, results
         )
 
-    def _warm_up_compiled_step(self) -> None:
-        """Compile before run_start on synthetic tensors; the step restores every state it touched."""
-        s, device = self.settings, self.ctx.device
-        n, m, c = s.data.batch_size, s.data.max_boxes, s.model.num_classes
-        batch = synthetic_batch(n, m, c, device, seed=self.seed)
-        self.components.train_step.warm_up(batch, micro_batches=s.optim.grad_accumulation_steps)
+    def _report_end(self) -> None:
+        """Data counts (``data`` record), results.png and the final lines with the continue command."""
+        assert self.done is not None
+        ev, loader = self.evaluations, self.train_loader
+        train_stats = loader.stats() if loader is not None else None
+        val_stats = ev.evaluation.loader.stats() if ev is not None else None
+        self.reporter.data_counts(train_stats, val_stats, step=self.step)
+        best = self.evals.best_map if self.evals.results else None
+        status, reason = self.done
+        self.reporter.final(status, reason, epochs=self.epoch, steps=self.step, best_map=best)
 
     def _build_data(self) -> None:
         s, ctx = self.settings, self.ctx
@@ -187,6 +187,7 @@ class Trainer:
             keep_first_batch=ctx.is_main and s.logging.plots,
         )
         self._class_names = class_names_of(evaluation.evaluator.gt)
+        self.exporter.categories = evaluation.evaluator.gt.dataset["categories"]
         self.evaluations = RunEvaluations(
             evaluation,
             self.evals,
@@ -263,7 +264,7 @@ class Trainer:
                     out = self.train_step(micro)
             else:
                 out = self.train_step(micro)
-            self.reporter.step_done(self.global_batch, waited)
+            self.reporter.step_done(self.global_batch, waited, step=self.step)
             self._after_step(out, end_of_epoch=self.step == end)
             if self.done is not None:
                 self.reporter.epoch_end()

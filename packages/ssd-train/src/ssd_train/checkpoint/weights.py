@@ -145,14 +145,13 @@ class WeightsExporter:
         self.rank = rank
         self.best_map = float("-inf")
         self._snapshots: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
+        self.categories: list[dict[str, Any]] | None = None  # the dataset's, for class names
 
     def on_evaluation_start(self, model: nn.Module, step: int, epochs_done: int) -> None:
         """Keep a CPU copy of the weights being evaluated after ``epochs_done`` epochs."""
         self._snapshots[epochs_done] = (step, full_model_state_dict(model))
 
-    def on_evaluation(
-        self, model: nn.Module, result: Any, *, step: int, epoch: int
-    ) -> Path | None:
+    def on_evaluation(self, model: nn.Module, result: Any, *, step: int, epoch: int) -> Path | None:
         """Export ``best.pt`` if ``result.map`` (an ``ssd_eval.EvalResult``) is the best so far.
 
         ``step``/``epoch``: the trainer's position now; ``result.epoch``: the epochs evaluated.
@@ -169,6 +168,7 @@ class WeightsExporter:
             "map": float(result.map),
             "eval_epoch": eval_epoch,
             "stats": list(result.stats),
+            **self._categories(),
         }
         path = self.run_dir / "best.pt"
         if snapshot is None:
@@ -194,5 +194,16 @@ class WeightsExporter:
             "map": last_map,
             "best_map": best_map,
             "weights_step": step,
+            **self._categories(),
         }
         return export_weights(model, self.run_dir / "last.pt", meta)
+
+    def _categories(self) -> dict[str, Any]:
+        """``{"categories": [{"id", "name"}, ...]}`` in file order (label i = entry i - 1)."""
+        if not self.categories:
+            return {}
+        return {
+            "categories": [
+                {"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in self.categories
+            ]
+        }

@@ -148,7 +148,7 @@ def _predict(args, model, metadata, postprocessor, device) -> int:  # type: igno
     paths = collect_images(args.sources)
     gt = None
     if args.gt is not None:
-        from ssd_eval.groundtruth import GroundTruthError, load_ground_truth
+        from ssd_eval import GroundTruthError, load_ground_truth
 
         try:
             gt = load_ground_truth(args.gt)

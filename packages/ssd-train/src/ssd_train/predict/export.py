@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from ssd_core.postprocess import PostProcessor
+from ssd_core import PostProcessor
 from torch import Tensor, nn
 
 FORMATS = ("onnx", "pt2")

@@ -19,9 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from ssd_core.config import ModelConfig
-from ssd_core.postprocess import PostProcessor
-from ssd_core.preprocess import forward_normalized
+from ssd_core import ModelConfig, PostProcessor, forward_normalized
 from ssd_data.augment import resize_eval
 from ssd_data.decode import UnreadableImage, load_rgb, open_image, rgb_array
 from ssd_eval.tensor_detections import LookupTables, pack_batch, to_coco_rows
