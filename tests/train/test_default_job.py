@@ -12,14 +12,10 @@ and the dataset cache are redirected to ``tmp_path``; every other setting is the
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from ssd_data.synthetic_presets import PRESETS
-from ssd_train.report.compliance import check_log
 from ssd_train.settings import load_settings
 
 MAX_IMAGE_PASSES = 800
@@ -71,27 +67,3 @@ def test_default_job_budget_leaves_room() -> None:
     assert len(set(PRESETS["starter"].palette)) == 4  # one colour per class
     assert s.schedule.target_map == TARGET
     assert batch == 8
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)  # a hang guard: the work is bounded by MAX_IMAGE_PASSES
-def test_default_job_reaches_target_within_800_image_passes(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    args = ["--run-dir", str(run_dir), "--synthetic.cache-dir", str(tmp_path / "synthetic")]
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    done = subprocess.run(
-        [sys.executable, "-m", "ssd_train", *args],
-        capture_output=True, text=True, env=env, timeout=1750,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    passes, evals = image_passes_at_target(run_dir)
-    maps = [(r["epoch"], round(r["map"], 4)) for r in evals]
-    assert passes <= MAX_IMAGE_PASSES, (passes, maps)
-    assert evals[-1]["map"] >= TARGET, maps  # it stops at the first evaluation that reaches it
-    log = run_dir / "mlperf.log"
-    records = [json.loads(line[len(":::MLLOG ") :]) for line in log.read_text().splitlines()]
-    values = {r["key"]: r for r in records}
-    assert values["submission_division"]["value"] == "open"
-    assert values["run_stop"]["metadata"]["status"] == "success"
-    ok, messages = check_log(log, "1.0.0", division="open")
-    assert ok, messages

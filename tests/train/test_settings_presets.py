@@ -79,7 +79,7 @@ def test_cpu_preset_is_the_default_job() -> None:
     assert defaults.data.root is None  # synthetic dataset
     assert defaults.optim.grad_clip_norm is not None
     assert base_learning_rate(defaults.optim.lr_per_32, defaults.data.batch_size) == pytest.approx(
-        0.01
+        0.02
     )
 
 
