@@ -28,7 +28,11 @@ from ssd_train.checkpoint.manager import (
     apply_training_state,
     training_state,
 )
-from ssd_train.distributed import elastic_restart_store, set_collective_timeout
+from ssd_train.distributed import (
+    average_bn_statistics,
+    elastic_restart_store,
+    set_collective_timeout,
+)
 from ssd_train.resilience.preemption import StopRequest
 from ssd_train.resilience.watchdog import StepWatchdog
 from ssd_train.settings import load_settings
@@ -133,6 +137,9 @@ def main() -> int:
     injector = FaultInjector(res.faults, run_dir, rank, lambda: step).install(model)
 
     def state() -> dict[str, Any]:
+        """As ``Trainer.save_checkpoint``: BN statistics averaged over ranks first (DCP keeps one
+        copy of a replicated buffer), then the state in the manager's layout."""
+        average_bn_statistics(ddp)
         return training_state(ddp, opt, sched=sched.state_dict(), data=loader.state_dict())
 
     resume_from = manager.resume_path()

@@ -1,12 +1,11 @@
-"""The default job (`uv run ssd-train` with no settings) reaches mAP >= 0.23 within 800 image-passes.
+"""The default job's budget (issue 14): mAP >= 0.23 within 800 image-passes.
 
-Issue 14 states the default job's budget as work, not wall time (CPUs differ by 4x): every
-training image seen counts 1, every evaluation image scored counts 1/3, and the evaluation that
-first reaches the target must come after at most 800 such passes. The count is taken from the
-run's own ``metrics.jsonl`` (train records carry ``step``; eval records carry ``step`` and
-``map``) and ``config.json`` (batch size, validation images); the run must also stop there as a
-success and log an open-division MLPerf log that passes the 1.0.0 checker. Only the run folder
-and the dataset cache are redirected to ``tmp_path``; every other setting is the default.
+The budget is stated as work, not wall time (CPUs differ by 4x): every training image seen counts
+1, every evaluation image scored counts 1/3, and the evaluation that first reaches the target must
+come after at most 800 such passes, counted from the run's own ``metrics.jsonl`` and
+``config.json``. These tests check the counting rule and that the default settings leave room for
+the budget. The end-to-end run that asserts it is not here yet: the current defaults reached 0.23
+after 880 passes (README, "The default job"), so issue 14 stays open.
 """
 
 from __future__ import annotations
