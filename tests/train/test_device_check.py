@@ -4,11 +4,7 @@ that prints the one table and exits 0 within 7 minutes."""
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "infra" / "device_check.sh"
@@ -22,28 +18,3 @@ def test_device_scripts_are_executable_and_install_only_offline() -> None:
     wheels = (REPO / "infra" / "device_wheels.sh").read_text()
     for package in ("pydantic-settings", "torchdata", "faster-coco-eval", "mlperf-logging"):
         assert package in wheels, package
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(480)
-def test_tiny_device_check_prints_the_table_within_seven_minutes() -> None:
-    start = time.monotonic()
-    proc = subprocess.run(
-        [str(SCRIPT), "--tiny"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=420,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert time.monotonic() - start < 420
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
-    rows = {line.split("|")[1].strip(): line for line in lines}
-    assert "train step b=2 eager" in rows and "train step b=2 default" in rows
-    assert "img/s" in rows["train step b=2 eager"], proc.stdout
-    # the compiled row must not fail; on a loaded 2-core machine compiling SSD300 may outlast the
-    # tiny budget (the compiled step's own tests are in test_compile.py / test_benchmark.py)
-    compiled = rows["train step b=2 default"]
-    assert "0 breaks" in compiled or "timeout" in compiled or "skipped" in compiled, proc.stdout
-    assert any(k.startswith("evaluation 8 images") and " s total" in v for k, v in rows.items())
