@@ -21,7 +21,7 @@ from ssd_train.report.compliance import check_log
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(2400)  # a hang guard, sized for fp32 on a 2-core AVX2 CPU
 def test_run_reaching_target_logs_closed_division_passing_0_7_0_and_1_0_0(tmp_path: Path) -> None:
     root = generate_synthetic_coco(
         tmp_path / "syn", train_images=10, val_images=0, seed=5, difficulty="easy",
@@ -56,7 +56,7 @@ def test_run_reaching_target_logs_closed_division_passing_0_7_0_and_1_0_0(tmp_pa
     env = {**os.environ, "WANDB_MODE": "disabled"}
     done = subprocess.run(
         [sys.executable, "-m", "ssd_train", *args],
-        capture_output=True, text=True, env=env, timeout=880,
+        capture_output=True, text=True, env=env, timeout=2350,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
