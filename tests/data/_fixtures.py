@@ -111,3 +111,22 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     return path
+
+
+#: image index -> damage done by :func:`damage_images`
+BAD = {3: "missing", 6: "truncated", 9: "not_jpeg"}
+
+
+def damage_images(image_dir: Path) -> dict[str, str]:
+    """Damage images 3, 6 and 9 of ``image_dir`` as :data:`BAD` says; file name -> kind."""
+    names = {}
+    for i, kind in BAD.items():
+        path = image_dir / f"{i:012d}.jpg"
+        if kind == "missing":
+            path.unlink()
+        elif kind == "truncated":
+            path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+        else:
+            path.write_bytes(b"<html>this is not an image</html>")
+        names[path.name] = kind
+    return names

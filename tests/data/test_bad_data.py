@@ -13,23 +13,7 @@ from ssd_data.config import DataConfig
 from ssd_data.errors import BadImageError
 from ssd_data.pipeline import build_eval_loader, build_train_loader
 
-from ._fixtures import make_coco
-
-BAD = {3: "missing", 6: "truncated", 9: "not_jpeg"}  # image index -> damage
-
-
-def _damage(image_dir: Path) -> dict[str, str]:
-    names = {}
-    for i, kind in BAD.items():
-        path = image_dir / f"{i:012d}.jpg"
-        if kind == "missing":
-            path.unlink()
-        elif kind == "truncated":
-            path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
-        else:
-            path.write_bytes(b"<html>this is not an image</html>")
-        names[path.name] = kind
-    return names
+from ._fixtures import BAD, damage_images, make_coco
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +21,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bad")
     make_coco(root, "train2017", num_images=16, num_empty=0, seed=2)
     make_coco(root, "val2017", num_images=12, num_empty=0, seed=3)
-    _damage(root / "train2017")
-    _damage(root / "val2017")
+    damage_images(root / "train2017")
+    damage_images(root / "val2017")
     return root
 
 

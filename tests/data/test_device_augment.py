@@ -25,8 +25,7 @@ from ssd_data.device_samples import (
 from ssd_data.errors import BadImageError
 from ssd_data.pipeline import build_train_loader
 
-from ._fixtures import make_coco, write_jpeg
-from .test_bad_data import _damage
+from ._fixtures import damage_images, make_coco, write_jpeg
 
 
 def _params(rng: np.random.Generator):
@@ -108,7 +107,7 @@ def test_a_png_goes_to_the_cpu_decoder(tmp_path: Path) -> None:
 def bad_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bad")
     make_coco(root, "train2017", num_images=16, num_empty=0, seed=2)
-    _damage(root / "train2017")  # 3: missing, 6: truncated, 9: not an image
+    damage_images(root / "train2017")  # 3: missing, 6: truncated, 9: not an image
     return root
 
 

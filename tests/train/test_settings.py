@@ -203,6 +203,27 @@ def test_help_is_plain_words(capsys: pytest.CaptureFixture[str]) -> None:
     # the default job's batch size, not DataConfig's own default (32)
     batch = load_settings([]).data.batch_size
     assert f"--data.batch-size N training images per step and rank (default: {batch})" in text
+    # a machine-dependent default is said in words, from the section's own description override
+    assert (
+        "false: score in the training process. A scoring process on a CPU-only run would compete"
+        " with training for the same cores (default: true when training on CUDA, false on a CPU)"
+    ) in text
+
+
+def test_scoring_process_only_on_cuda_unless_set() -> None:
+    """eval.asynchronous unset: a scoring process when training on CUDA, none on a CPU; a value
+    given on the command line or in a preset is kept on either device."""
+    import torch
+    from ssd_train.evaluation import scoring_config
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    unset = load_settings([]).eval
+    assert scoring_config(unset, cpu).asynchronous is False
+    assert scoring_config(unset, cuda).asynchronous is True
+    assert scoring_config(load_settings(["--eval.asynchronous"]).eval, cpu).asynchronous is True
+    assert (
+        scoring_config(load_settings(["--no-eval.asynchronous"]).eval, cuda).asynchronous is False
+    )
 
 
 def test_help_has_the_examples(capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,6 +22,7 @@ _EXPORTS = {
     "TrainLoader": "ssd_data.pipeline",
     "build_eval_loader": "ssd_data.pipeline",
     "build_train_loader": "ssd_data.pipeline",
+    "check_annotation_files": "ssd_data.pipeline",
     "check_dataset_paths": "ssd_data.errors",
     "download_backbone": "ssd_data.download",
     "download_coco": "ssd_data.download",

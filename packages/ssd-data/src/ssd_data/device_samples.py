@@ -27,16 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ssd_data.augment import AugmentImpl
-from ssd_data.coco import CocoIndex
 from ssd_data.color import sample_jitter
 from ssd_data.crop import crop_pixels, flip_boxes, sample_crop
 from ssd_data.decode import UnreadableImage, open_image
 from ssd_data.errors import BadImageError
 from ssd_data.samples import (
     MAX_REPLACEMENTS,
-    BadImagePolicy,
     Event,
+    SampleSource,
     _size_events,
     bad_image_error,
     sample_rng,
@@ -98,29 +96,16 @@ def read_encoded(path: Path) -> tuple[np.ndarray, tuple[int, int], bool]:
 
 
 @dataclass
-class DeviceSampleFn:
+class DeviceSampleFn(SampleSource):
     """(epoch, position, dataset index) -> :class:`EncodedSample` (device path's map function).
 
-    Same fields as :class:`~ssd_data.samples.TrainSampleFn`; ``impl`` only matters on the
-    device (which colour jitter); decisions do not depend on it.
+    The fields of :class:`~ssd_data.samples.SampleSource`, as the CPU path's; ``impl`` only
+    matters on the device (which colour jitter); decisions do not depend on it.
     """
-
-    index: CocoIndex
-    image_dir: Path
-    seed: int
-    max_boxes: int
-    crop_attempts: int = 1
-    hue: float = 0.05
-    impl: AugmentImpl = "fast"
-    crowd_boxes: bool = True
-    policy: BadImagePolicy = "skip"
 
     def __call__(self, item: tuple[int, int, int]) -> EncodedSample:
         epoch, position, i = item
         return self.sample(epoch, position, i, 0, [])
-
-    def path(self, i: int) -> Path:
-        return self.image_dir / self.index.file_name(i)
 
     def sample(
         self, epoch: int, position: int, i: int, first_attempt: int, events: list[Event]

@@ -362,3 +362,23 @@ def build_eval_loader(cfg: DataConfig, rank: int, world_size: int) -> EvalLoader
         annotations, skip_empty=not cfg.eval_all_images, cache=cfg.cache_index
     )
     return EvalLoader(cfg, index, image_dir, rank, world_size)
+
+
+def check_annotation_files(cfg: DataConfig) -> tuple[int, int]:
+    """Parse both annotation files as the loaders will (train: annotated images; val: as
+    ``cfg.eval_all_images`` says), before anything else is built, so that a broken file is
+    reported in seconds. With ``cfg.cache_index`` the parsed form is cached next to each json and
+    the loaders read that instead of parsing again.
+
+    Returns (training images, validation images). Raises :class:`~ssd_data.errors.AnnotationError`
+    naming the file and the record.
+    """
+    train = CocoIndex.from_json(
+        _require(cfg.train_annotations, "train_annotations"), skip_empty=True, cache=cfg.cache_index
+    )
+    val = CocoIndex.from_json(
+        _require(cfg.val_annotations, "val_annotations"),
+        skip_empty=not cfg.eval_all_images,
+        cache=cfg.cache_index,
+    )
+    return train.num_images, val.num_images

@@ -77,8 +77,11 @@ def _size_events(path: Path, annotated: tuple[int, int], decoded: tuple[int, int
 
 
 @dataclass
-class TrainSampleFn:
-    """(epoch, position, dataset index) -> :class:`TrainSample` (the training map function)."""
+class SampleSource:
+    """What a training map function needs: the annotations, the image folder, the run seed (each
+    sample's generator is ``sample_rng(seed, epoch, position, attempt)``) and the augmentation and
+    bad-image settings. Shared by the CPU path (:class:`TrainSampleFn`) and the device path
+    (``ssd_data.device_samples.DeviceSampleFn``), so both draw the same decisions."""
 
     index: CocoIndex
     image_dir: Path
@@ -90,12 +93,21 @@ class TrainSampleFn:
     crowd_boxes: bool = True
     policy: BadImagePolicy = "skip"
 
+    def path(self, i: int) -> Path:
+        """File of dataset image ``i``."""
+        return self.image_dir / self.index.file_name(i)
+
+
+@dataclass
+class TrainSampleFn(SampleSource):
+    """(epoch, position, dataset index) -> :class:`TrainSample` (the training map function)."""
+
     def __call__(self, item: tuple[int, int, int]) -> TrainSample:
         epoch, position, i = item
         events: list[Event] = []
         for attempt in range(MAX_REPLACEMENTS + 1):
             rng = sample_rng(self.seed, epoch, position, attempt)
-            path = self.image_dir / self.index.file_name(i)
+            path = self.path(i)
             boxes, labels, crowd = self.index.annotations(i)
             if not self.crowd_boxes:
                 boxes, labels = boxes[~crowd], labels[~crowd]

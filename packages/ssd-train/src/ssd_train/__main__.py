@@ -178,7 +178,7 @@ def _run(settings: Settings) -> int:
 
         run_benchmark(settings)
         return 0
-    from ssd_train.default_job import prepare_dataset
+    from ssd_train.default_job import check_annotations_before_start, prepare_dataset
 
     if settings.mode == "eval":
         from ssd_train.eval_mode import check_weights_arg
@@ -190,6 +190,10 @@ def _run(settings: Settings) -> int:
 
         evaluate_weights(settings)
         return 0
+    try:
+        check_annotations_before_start(settings, synthetic=synthetic)
+    except ValueError as error:  # an explicit closed division the settings cannot pass
+        raise InputError(str(error)) from None
     from ssd_train.resilience.nonfinite import NonFiniteLossError
     from ssd_train.trainer import Trainer
 

@@ -15,7 +15,12 @@ import os
 import time
 from pathlib import Path
 
-from ssd_data import DataConfig, check_dataset_paths, generate_synthetic_coco
+from ssd_data import (
+    DataConfig,
+    check_annotation_files,
+    check_dataset_paths,
+    generate_synthetic_coco,
+)
 from ssd_data.synthetic import MARKER_NAME
 
 from ssd_train.settings import Settings
@@ -105,3 +110,23 @@ def with_dataset_classes(settings: Settings) -> Settings:
 
 class DatasetClassesError(ValueError):
     """The model's class count differs from the dataset's (an input error: exit 2)."""
+
+
+def check_annotations_before_start(settings: Settings, *, synthetic: bool) -> None:
+    """Parse both annotation files now, before the run folder and the model exist, when the run
+    will log the open division: a broken file is then reported in seconds and leaves nothing
+    behind (the parsed form is cached next to each json, so the loaders do not parse again).
+
+    In the closed division MLPerf times data access from ``run_start``, so only the paths are
+    checked before it (:func:`with_dataset_classes`); a parse error after ``run_start`` still ends
+    the run with one message naming the file and the record.
+
+    Raises:
+        ssd_data.AnnotationError: a structural problem in either file.
+        ValueError: ``logging.mlperf.division = closed`` with settings that cannot pass its rules.
+    """
+    from ssd_train.run_setup import planned_division
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if planned_division(settings, world_size, synthetic_data=synthetic) == "open":
+        check_annotation_files(settings.data)

@@ -20,6 +20,16 @@ from ssd_eval import CocoEvaluator, EvalConfig, EvalResult
 from torch import Tensor, nn
 
 
+def scoring_config(cfg: EvalConfig, device: torch.device) -> EvalConfig:
+    """``cfg`` with ``asynchronous`` resolved for ``device``: a value set in the settings is kept;
+    unset, scoring runs in a separate process only when training runs on CUDA. On a CPU a scoring
+    process would compete with training for the same cores, and a synchronous result is handled
+    at the step that finished the evaluated epoch instead of some steps later."""
+    if "asynchronous" in cfg.model_fields_set or device.type == "cuda":
+        return cfg
+    return cfg.model_copy(update={"asynchronous": False})
+
+
 class Evaluation:
     """Runs inference and scoring for one run (build once, call :meth:`run` at each evaluation).
 
@@ -52,7 +62,7 @@ class Evaluation:
         self.device = device
         self.autocast_dtype = autocast_dtype
         self.channels_last = channels_last
-        self.evaluator = CocoEvaluator(annotations, config=cfg)
+        self.evaluator = CocoEvaluator(annotations, config=scoring_config(cfg, device))
         self.keep_first_batch = keep_first_batch
         self.first_batch: tuple[Tensor, Tensor, Any] | None = None
 

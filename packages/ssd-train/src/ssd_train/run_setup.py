@@ -112,6 +112,18 @@ def mlperf_division(settings: Settings, hp: MLPerfHyperparameters, *, synthetic_
     )
 
 
+def planned_division(settings: Settings, world_size: int, *, synthetic_data: bool) -> str:
+    """The division :func:`start_run` will log, known before start-up (the seed plays no part).
+
+    Raises:
+        ValueError: ``division = "closed"`` with settings that cannot pass the closed rules.
+    """
+    global_batch = settings.global_batch_size(world_size)
+    base_lr = base_learning_rate(settings.optim.lr_per_32, global_batch)
+    hp = mlperf_hyperparameters(settings, 0, global_batch, base_lr)
+    return mlperf_division(settings, hp, synthetic_data=synthetic_data)
+
+
 def platform_name(settings: Settings, ctx: DistributedContext) -> str:
     """submission_platform: the setting, or '<world>x<device name>'."""
     if settings.logging.mlperf.platform:

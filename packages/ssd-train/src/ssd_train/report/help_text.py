@@ -62,12 +62,16 @@ DESCRIPTIONS = {
     ),
     "EvalConfig.asynchronous": (
         "Score on rank 0 in a separate process while training continues; false: score in the"
-        " training process"
+        " training process. A scoring process on a CPU-only run would compete with training for"
+        " the same cores"
     ),
     "DataConfig.worker_type": (
         "How the data workers run: thread (image decoding releases the GIL) or process"
     ),
 }
+
+#: Defaults that depend on the machine, shown in words instead of the field's value.
+DEFAULT_TEXTS = {"EvalConfig.asynchronous": "true when training on CUDA, false on a CPU"}
 
 #: Plain descriptions of the option groups (instead of the classes' docstrings).
 GROUP_DESCRIPTIONS = {
@@ -188,12 +192,19 @@ class HelpCliSource(CliSettingsSource):  # type: ignore[type-arg]
         is_model_suppressed: bool,
         env_var_names: tuple[str, ...] = (),
     ) -> str:
-        section = type(model_default).__name__ if isinstance(model_default, BaseModel) else ""
+        if isinstance(model_default, type) and issubclass(model_default, BaseModel):
+            section = model_default.__name__  # a section whose default factory is its class
+        else:
+            section = type(model_default).__name__ if isinstance(model_default, BaseModel) else ""
         text = DESCRIPTIONS.get(f"{section}.{field_name}") or field_info.description or ""
         if is_model_suppressed or self._is_field_suppressed(field_info):
             return argparse.SUPPRESS
         text = " ".join(plain_text(text).split())
         default = _default_of(field_name, field_info, model_default)
+        if f"{section}.{field_name}" in DEFAULT_TEXTS:
+            return f"{text} (default: {DEFAULT_TEXTS[f'{section}.{field_name}']})".replace(
+                "%", "%%"
+            )
         # an unset default (None) is explained by the description itself
         if default not in (PydanticUndefined, None) and not isinstance(default, BaseModel):
             text = f"{text} (default: {plain_default(default)})" if text else plain_default(default)
