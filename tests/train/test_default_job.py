@@ -3,14 +3,16 @@
 The budget is stated as work, not wall time (CPUs differ by 4x): every training image seen counts
 1, every evaluation image scored counts 1/3, and the evaluation that first reaches the target must
 come after at most 800 such passes, counted from the run's own ``metrics.jsonl`` and
-``config.json``. These tests check the counting rule and that the default settings leave room for
-the budget. The end-to-end run that asserts it is not here yet: the current defaults reached 0.23
-after 880 passes (README, "The default job"), so issue 14 stays open.
+``config.json``. The fast tests check the counting rule and that the default settings leave room
+for the budget; the slow one runs the default job and counts.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,26 @@ def test_default_job_budget_leaves_room() -> None:
     assert len(set(PRESETS["starter"].palette)) == 4  # one colour per class
     assert s.schedule.target_map == TARGET
     assert batch == 8
+
+
+#: The seed of the slow run (the default job draws one; the budget was measured with several).
+SEED = 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # a hang guard: ~15 min at 1 img/s (2 AVX2 cores, fp32)
+def test_default_job_reaches_the_target_within_800_image_passes(tmp_path: Path) -> None:
+    """``ssd-train`` with the default settings; only the run folder, the dataset cache, the seed
+    and fp32 are pinned (a CPU with bf16 instructions would otherwise train in bf16, which the
+    budget was not measured in)."""
+    run = tmp_path / "run"
+    args = ["--run-dir", str(run), "--synthetic.cache-dir", str(tmp_path / "cache"),
+            "--seed", str(SEED), "--precision", "fp32"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssd_train", *args],
+        capture_output=True, text=True, timeout=3500, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    passes, evals = image_passes_at_target(run)
+    assert passes <= MAX_IMAGE_PASSES, (passes, [(r["epoch"], r["map"]) for r in evals])
+    assert "target met" in proc.stdout[-400:], proc.stdout[-400:]

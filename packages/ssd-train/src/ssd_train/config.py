@@ -78,12 +78,12 @@ class ScheduleConfig(_Section):
         description="Reference warm-up factor: start at base*(1 - 2**-factor); 0 = from 0.",
     )
     decay_epochs: list[int] = Field(
-        default_factory=list,
+        default_factory=lambda: [4],
         description="0-based epochs at whose start the LR is multiplied by decay_factor (MLPerf: [44, 55]).",
     )
     decay_factor: float = Field(0.1, gt=0, le=1, description="LR multiplier at each decay epoch.")
     eval_epochs: list[int] = Field(
-        default_factory=lambda: [2],
+        default_factory=lambda: [5],
         description="Evaluate after these epochs (1-based count of finished epochs; the MLPerf presets, as NVIDIA v0.7: [40, 50, 55, 60, 65, 70, 75]).",
     )
     eval_interval: int = Field(
