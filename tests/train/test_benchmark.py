@@ -115,7 +115,7 @@ def test_compiled_benchmark_has_no_graph_breaks_within_ten_minutes(tmp_path: Pat
     assert r["graphs"] == 2  # forward+loss (with its backward) and the update (clip + SGD)
     assert r["compile_mode"] == "default" and r["world_size"] == 1
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1200)  # a hang guard: 3.5 min on 2 idle AVX2 cores
 def test_compiled_ddp_benchmark_has_no_graph_breaks(tmp_path: Path) -> None:
     """Dynamo's graphs and breaks do not depend on the backend: aot_eager captures the same graphs
     (forward and backward) as Inductor without generating kernels, which takes minutes per rank on
@@ -142,5 +142,6 @@ def test_compiled_ddp_benchmark_has_no_graph_breaks(tmp_path: Path) -> None:
     assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
     r = json.loads(out.read_text())  # rank 0's view
     assert r["world_size"] == 2 and r["graph_breaks"] == 0 and r["recompiles"] == 0
-    # the DDP module's forward, encode + loss, and the update (clip + SGD)
-    assert r["graphs"] == 3
+    # the DDP module's forward, encode + loss, and the update (clip + SGD), which compiles once
+    # more at the second warm-up step: DDP rebuilt its gradient buckets after the first iteration
+    assert r["graphs"] == 4

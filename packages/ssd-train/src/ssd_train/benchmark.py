@@ -98,8 +98,11 @@ def run_benchmark(settings: Settings) -> BenchmarkResult:
     """Warm up, time ``benchmark.timed_steps`` train steps, print and return img/s (all ranks).
 
     Graph counts: ``graphs`` are Dynamo graphs compiled in this process (rank 0), ``graph_breaks``
-    the breaks Dynamo hit, ``recompiles`` the graphs compiled after the first step (0 when every
-    region compiled once). The SGD momentum buffers are created first, as ``TrainStep.warm_up``
+    the breaks Dynamo hit, ``recompiles`` the graphs compiled during the timed steps (after the
+    warm-up steps, or after the first step without warm-up): 0 in a steady state. Under DDP the
+    update region compiles twice during the warm-up: DDP rebuilds its gradient buckets after the
+    first iteration, the gradients become views of the new buckets, and Dynamo's aliasing guard on
+    them fails once (training's ``TrainStep.warm_up`` runs both steps before ``run_start``). The SGD momentum buffers are created first, as ``TrainStep.warm_up``
     does in training. Writes ``benchmark.json`` (rank 0) when set.
     """
     from torch._dynamo.utils import counters
@@ -138,18 +141,16 @@ def run_benchmark(settings: Settings) -> BenchmarkResult:
             )
             for i in range(accum)
         ]
-        graphs_after_first = None
         for _ in range(b.warmup_steps):
             c.train_step(micro)
-            if graphs_after_first is None:
-                graphs_after_first = compile_counts()[0]
+        graphs_before_timed = compile_counts()[0] if b.warmup_steps else None
         _synchronize(ctx.device)
         barrier()
         start = time.perf_counter()
         for _ in range(b.timed_steps):
             out = c.train_step(micro)
-            if graphs_after_first is None:
-                graphs_after_first = compile_counts()[0]
+            if graphs_before_timed is None:  # no warm-up: the first timed step compiles
+                graphs_before_timed = compile_counts()[0]
         float(out.loss)  # wait for the last step
         _synchronize(ctx.device)
         barrier()
@@ -169,7 +170,7 @@ def run_benchmark(settings: Settings) -> BenchmarkResult:
             precision="bf16" if c.autocast_dtype is torch.bfloat16 else "fp32",
             graphs=graphs,
             graph_breaks=breaks,
-            recompiles=graphs - (graphs_after_first or 0),
+            recompiles=graphs - (graphs_before_timed or 0),
             peak_memory_bytes=memory,
             peak_memory_kind=memory_kind,
         )
