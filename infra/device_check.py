@@ -70,13 +70,10 @@ def _data_row(args: argparse.Namespace, timeout: float) -> list[list[str]]:
         return [["input pipeline", f"timeout after {timeout:.0f} s (--help)", "", "", ""]]
     if "--json" not in helptext:
         return [["input pipeline", "n/a: ssd-data bench has no --json yet", "", "", ""]]
-    import ssd_data
-
-    device_path = hasattr(ssd_data, "augment_device") or "augment_device" in helptext
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "data.json"
         cmd = [sys.executable, "-m", "ssd_data", "bench", "--images", str(args.data_images),
-               "--workers", str(args.workers), "--no-baseline", "--json", str(out)]  # fmt: skip
+               "--workers", str(args.workers), "--no-baseline", "--fidelity", "0", "--json", str(out)]  # fmt: skip
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
         except subprocess.TimeoutExpired:
@@ -85,11 +82,19 @@ def _data_row(args: argparse.Namespace, timeout: float) -> list[list[str]]:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
             return [["input pipeline", f"failed: {tail[0][:80]}", "", "", ""]]
         data = json.loads(out.read_text())
-    rows = data if isinstance(data, list) else data.get("results", [data])
-    label = (
-        f"input pipeline ({args.workers} workers{', device path landed' if device_path else ''})"
-    )
-    return [[label, json.dumps(r)[:120], "", "", ""] for r in rows]
+    return [_pipeline_row(r) for r in data.get("pipelines", [])]
+
+
+def _pipeline_row(r: dict) -> list[str]:
+    """One ``ssd-data bench --json`` pipeline as a table row."""
+
+    def ms(key: str) -> str:
+        value = r.get(key)
+        return "-" if value is None else f"{value:.1f} ms/img"
+
+    label = f"input {r['name']} ({r['workers']} {r['worker_type']} workers)"
+    return [label, f"{r['img_per_s']:.0f} img/s", f"host CPU {ms('host_cpu_ms_per_img')}",
+            f"device {ms('device_ms_per_img')}", ""]  # fmt: skip
 
 
 def _eval_row(args: argparse.Namespace) -> list[str]:
@@ -182,26 +187,23 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.monotonic() + budget
     batches = [2] if tiny else [114, 256]
     modes = ["eager", "default"] + ([] if tiny or not cuda else ["reduce-overhead"])
-    # batch 114 rows first, eager (cheap) before compiled: a row that no longer fits the budget
-    # is skipped, not the table
-    plan = [(b, m) for b in batches for m in modes]
-    reserve = 75.0 if tiny else 150.0  # data pipeline + evaluation (+ interpreter start-up)
+    # the input pipeline and the evaluation first, each with its own bound, so that compiling
+    # cannot starve them; then the train steps, batch 114 first, eager (cheap) before compiled: a
+    # row that no longer fits the budget is skipped, not the table
+    print("device_check: input pipeline ...", flush=True)
+    data_rows = _data_row(args, 120.0 if tiny else 90.0)
+    print(f"device_check: evaluation of {args.eval_images} synthetic val images ...", flush=True)
+    eval_deadline = time.monotonic() + (60.0 if tiny else 120.0)
+    eval_row = [f"evaluation {args.eval_images} images", *_eval_cells(args, eval_deadline)]
     rows: list[list[str]] = []
-    for b, m in plan:
-        left = deadline - time.monotonic() - reserve
+    for b, m in [(b, m) for b in batches for m in modes]:
+        left = deadline - time.monotonic()
         if left < (20 if tiny else 60):
             rows.append([f"train step b={b} {m}", "skipped: time budget spent", "", "", ""])
             continue
         print(f"device_check: train step batch {b}, {m} ...", flush=True)
         rows.append([f"train step b={b} {m}", *_train_row(b, m, args, left)])
-    left = deadline - time.monotonic() - (45 if tiny else 90)
-    if left > 20:
-        print("device_check: input pipeline ...", flush=True)
-        rows += _data_row(args, left)
-    else:
-        rows.append(["input pipeline", "skipped: time budget spent", "", "", ""])
-    print(f"device_check: evaluation of {args.eval_images} synthetic val images ...", flush=True)
-    rows.append([f"evaluation {args.eval_images} images", *_eval_cells(args, deadline)])
+    rows += [*data_rows, eval_row]
     device = torch.cuda.get_device_name() if cuda else "cpu"
     print(f"\ndevice check: {device}, torch {torch.__version__}, precision {args.precision}, "
           f"{'tiny' if tiny else 'full'} run, {budget - (deadline - time.monotonic()):.0f} s")  # fmt: skip
