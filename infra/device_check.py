@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,21 @@ from pathlib import Path
 from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run`` in a new session: on a timeout the child's whole process group (its
+    loader workers included) is killed before ``TimeoutExpired`` is raised, so nothing outlives
+    the check."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=ROOT, start_new_session=True) as proc:  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _train_row(batch: int, mode: str, args: argparse.Namespace, timeout: float) -> list[str]:
@@ -43,7 +59,7 @@ def _train_row(batch: int, mode: str, args: argparse.Namespace, timeout: float) 
             cmd += ["--num-threads", str(args.threads)]
         start = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+            proc = _run(cmd, timeout)
         except subprocess.TimeoutExpired:
             return [f"timeout after {timeout:.0f} s", "", "", ""]
         wall = time.perf_counter() - start
@@ -64,8 +80,7 @@ def _train_row(batch: int, mode: str, args: argparse.Namespace, timeout: float) 
 def _data_row(args: argparse.Namespace, timeout: float) -> list[list[str]]:
     """``ssd-data bench --json`` rows when available."""
     try:
-        helptext = subprocess.run([sys.executable, "-m", "ssd_data", "bench", "--help"],
-                                  capture_output=True, text=True, cwd=ROOT, timeout=timeout).stdout  # fmt: skip
+        helptext = _run([sys.executable, "-m", "ssd_data", "bench", "--help"], timeout).stdout
     except subprocess.TimeoutExpired:
         return [["input pipeline", f"timeout after {timeout:.0f} s (--help)", "", "", ""]]
     if "--json" not in helptext:
@@ -75,7 +90,7 @@ def _data_row(args: argparse.Namespace, timeout: float) -> list[list[str]]:
         cmd = [sys.executable, "-m", "ssd_data", "bench", "--images", str(args.data_images),
                "--workers", str(args.workers), "--no-baseline", "--fidelity", "0", "--json", str(out)]  # fmt: skip
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+            proc = _run(cmd, timeout)
         except subprocess.TimeoutExpired:
             return [["input pipeline", f"timeout after {timeout:.0f} s", "", "", ""]]
         if proc.returncode != 0 or not out.is_file():
@@ -150,7 +165,7 @@ def _eval_cells(args: argparse.Namespace, deadline: float) -> list[str]:
         cmd.append("--tiny")
     timeout = max(20.0, deadline - time.monotonic())
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        proc = _run(cmd, timeout)
     except subprocess.TimeoutExpired:
         return [f"timeout after {timeout:.0f} s", "", "", ""]
     last = (proc.stdout.strip().splitlines() or [""])[-1]
