@@ -347,21 +347,31 @@ def build_train_loader(
     path; :mod:`ssd_data.device_augment`). "cuda" with a CPU ``device`` runs that code on the
     CPU (tests).
     """
-    annotations = _require(cfg.train_annotations, "train_annotations")
+    index = _train_index(cfg)
     image_dir = _check_dir(_require(cfg.train_images, "train_images"), "train_images")
-    index = CocoIndex.from_json(annotations, skip_empty=True, cache=cfg.cache_index)
     return TrainLoader(cfg, index, image_dir, rank, world_size, seed, device)
 
 
 def build_eval_loader(cfg: DataConfig, rank: int, world_size: int) -> EvalLoader:
     """Evaluation loader of rank ``rank``: the annotated val images (all of them with
     ``cfg.eval_all_images``) in file order, rank r taking every world_size-th from r."""
-    annotations = _require(cfg.val_annotations, "val_annotations")
+    index = _val_index(cfg)
     image_dir = _check_dir(_require(cfg.val_images, "val_images"), "val_images")
-    index = CocoIndex.from_json(
+    return EvalLoader(cfg, index, image_dir, rank, world_size)
+
+
+def _train_index(cfg: DataConfig) -> CocoIndex:
+    """The training images: the annotated ones of ``cfg.train_annotations``."""
+    annotations = _require(cfg.train_annotations, "train_annotations")
+    return CocoIndex.from_json(annotations, skip_empty=True, cache=cfg.cache_index)
+
+
+def _val_index(cfg: DataConfig) -> CocoIndex:
+    """The validation images: the annotated ones (all with ``cfg.eval_all_images``)."""
+    annotations = _require(cfg.val_annotations, "val_annotations")
+    return CocoIndex.from_json(
         annotations, skip_empty=not cfg.eval_all_images, cache=cfg.cache_index
     )
-    return EvalLoader(cfg, index, image_dir, rank, world_size)
 
 
 def check_annotation_files(cfg: DataConfig) -> tuple[int, int]:
@@ -373,12 +383,4 @@ def check_annotation_files(cfg: DataConfig) -> tuple[int, int]:
     Returns (training images, validation images). Raises :class:`~ssd_data.errors.AnnotationError`
     naming the file and the record.
     """
-    train = CocoIndex.from_json(
-        _require(cfg.train_annotations, "train_annotations"), skip_empty=True, cache=cfg.cache_index
-    )
-    val = CocoIndex.from_json(
-        _require(cfg.val_annotations, "val_annotations"),
-        skip_empty=not cfg.eval_all_images,
-        cache=cfg.cache_index,
-    )
-    return train.num_images, val.num_images
+    return _train_index(cfg).num_images, _val_index(cfg).num_images
