@@ -27,10 +27,9 @@ def test_device_scripts_are_executable_and_install_only_offline() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_tiny_device_check_prints_the_table_within_seven_minutes(tmp_path: Path) -> None:
-    """3 min on 2 idle AVX2 cores (2026-11-30). Run with a cold Inductor cache, as on a fresh
-    machine: the compiled row may then show a timeout or "skipped" where compiling SSD300 outlasts
-    the tiny budget (the compiled step's own tests: test_compile.py, test_benchmark.py), never a
-    failure."""
+    """With a cold Inductor cache, as on a fresh machine (the tiny run compiles with aot_eager,
+    which captures the same graphs without Inductor's kernels, so its compiled row must show 0
+    breaks)."""
     cache = tmp_path / "inductor"
     start = time.monotonic()
     proc = subprocess.run(
@@ -46,7 +45,7 @@ def test_tiny_device_check_prints_the_table_within_seven_minutes(tmp_path: Path)
     }
     assert "img/s" in rows["train step b=2 eager"], proc.stdout
     compiled = rows["train step b=2 default"]
-    assert any(w in compiled for w in ("0 breaks", "timeout", "skipped")), proc.stdout
+    assert "2 graphs / 0 breaks / 0 recompiles" in compiled, proc.stdout
     pipelines = {k: v for k, v in rows.items() if k.startswith("input ")}
     assert any(k.startswith("input cpu-fast") for k in pipelines), proc.stdout
     assert any(k.startswith("input device") for k in pipelines), proc.stdout
