@@ -114,6 +114,8 @@ def test_compiled_benchmark_has_no_graph_breaks_within_ten_minutes(tmp_path: Pat
     assert r["graph_breaks"] == 0 and r["recompiles"] == 0
     assert r["graphs"] == 2  # forward+loss (with its backward) and the update (clip + SGD)
     assert r["compile_mode"] == "default" and r["world_size"] == 1
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # a hang guard: 3.5 min on 2 idle AVX2 cores
 def test_compiled_ddp_benchmark_has_no_graph_breaks(tmp_path: Path) -> None:
