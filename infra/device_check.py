@@ -4,8 +4,8 @@ and evaluation numbers, within a time budget, with nothing from the network.
 Rows (each in its own process, so Dynamo counters and peak memory are per row):
 * train step: ``ssd-train --mode benchmark --benchmark.json`` at each batch size, eager / compiled
   (``--compile-mode default``) / CUDA graphs (``reduce-overhead``; CUDA only), bf16 on CUDA;
-* input pipeline: ``ssd-data bench --json`` when that command has ``--json`` (cpu-fast with the
-  machine's workers vs the device path when ``ssd_data`` has ``augment_device``), else "n/a";
+* input pipeline: ``ssd-data bench --json`` (cpu-fast with the machine's workers vs the device
+  path);
 * evaluation: inference + NMS (``PostProcessor``) + COCO scoring of synthetic val images, seconds.
 
 A row that fails or runs out of time is shown as such; the script still exits 0 (the table is the
@@ -83,13 +83,7 @@ def _train_row(batch: int, mode: str, args: argparse.Namespace, timeout: float) 
 
 
 def _data_row(args: argparse.Namespace, timeout: float) -> list[list[str]]:
-    """``ssd-data bench --json`` rows when available."""
-    try:
-        helptext = _run([sys.executable, "-m", "ssd_data", "bench", "--help"], timeout).stdout
-    except subprocess.TimeoutExpired:
-        return [["input pipeline", f"timeout after {timeout:.0f} s (--help)", "", "", ""]]
-    if "--json" not in helptext:
-        return [["input pipeline", "n/a: ssd-data bench has no --json yet", "", "", ""]]
+    """The ``ssd-data bench --json`` pipelines (cpu-fast and the device path) as table rows."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "data.json"
         cmd = [sys.executable, "-m", "ssd_data", "bench", "--images", str(args.data_images),

@@ -102,8 +102,9 @@ def run_benchmark(settings: Settings) -> BenchmarkResult:
     warm-up steps, or after the first step without warm-up): 0 in a steady state. Under DDP the
     update region compiles twice during the warm-up: DDP rebuilds its gradient buckets after the
     first iteration, the gradients become views of the new buckets, and Dynamo's aliasing guard on
-    them fails once (training's ``TrainStep.warm_up`` runs both steps before ``run_start``). The SGD momentum buffers are created first, as ``TrainStep.warm_up``
-    does in training. Writes ``benchmark.json`` (rank 0) when set.
+    them fails once (training's ``TrainStep.warm_up`` runs both steps before ``run_start``).
+    The SGD momentum buffers are created first, as ``TrainStep.warm_up`` does in training.
+    Writes ``benchmark.json`` (rank 0) when set.
     """
     from torch._dynamo.utils import counters
 
