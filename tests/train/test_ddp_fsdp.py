@@ -4,7 +4,8 @@ Each rank r trains a few steps on its own micro-batch; a single process then run
 with ``TrainStep`` over the micro-batches of both ranks (each loss scaled by 1/2). BatchNorm
 statistics are per micro-batch in both, so parameters and per-step losses must agree up to
 float32 summation order. This exercises ``init_distributed``, ``wrap_model`` (DDP without
-buffer broadcast / FSDP2 ``fully_shard``), gradient synchronisation and the accumulation path.
+buffer broadcast / FSDP2 ``fully_shard``), gradient synchronisation and the accumulation path;
+FSDP2 with the per-unit compiled forwards (``TrainStep``), which must give 0 graph breaks.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ import sys, torch, torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from ssd_core.loss import SSDLoss
 from ssd_core.model import SSD300
-from ssd_train.benchmark import synthetic_batch
+from ssd_train.benchmark import compile_counts, synthetic_batch
 from ssd_train.config import DistributedConfig, OptimConfig
 from ssd_train.distributed import barrier, destroy, init_distributed, wrap_model
 from ssd_train.optim import build_optimizer
 from ssd_train.train_step import TrainStep
 
-strategy, out, num_classes, batch, steps, lr = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:])
+strategy, out, backend = sys.argv[1:4]
+num_classes, batch, steps, lr = map(float, sys.argv[4:])
 num_classes, batch, steps = int(num_classes), int(batch), int(steps)
 torch.set_num_threads(1)
 ctx = init_distributed(DistributedConfig(strategy=strategy, backend="gloo"), "cpu")
@@ -50,7 +52,8 @@ wrapped = wrap_model(model, ctx, DistributedConfig(strategy=strategy))
 opt = build_optimizer(wrapped, OptimConfig(grad_clip_norm=None), ctx.device)
 for group in opt.param_groups:
     group["lr"] = lr
-step = TrainStep(wrapped, SSDLoss(), opt, device=ctx.device, channels_last=True)
+step = TrainStep(wrapped, SSDLoss(), opt, device=ctx.device, channels_last=True,
+                 compile=backend != "eager", compile_backend=backend)
 losses = []
 for k in range(steps):
     b = synthetic_batch(batch, 8, num_classes, ctx.device, seed=100 * k + ctx.rank)
@@ -60,7 +63,8 @@ dist.all_gather_object(gathered, losses)
 sd = get_model_state_dict(wrapped, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 if ctx.rank == 0:
     names = [n for n, _ in model.named_parameters()]
-    torch.save({"params": {n: sd[n] for n in names}, "losses": gathered, "wrapped": type(wrapped).__name__}, out)
+    torch.save({"params": {n: sd[n] for n in names}, "losses": gathered,
+                "wrapped": type(wrapped).__name__, "graphs_breaks": list(compile_counts())}, out)
 barrier()  # no rank tears gloo down while another still talks to it
 destroy()
 """
@@ -72,7 +76,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_two_ranks(strategy: str, tmp_path: Path) -> dict:
+def _run_two_ranks(strategy: str, backend: str, tmp_path: Path) -> dict:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     out = tmp_path / "result.pt"
@@ -93,6 +97,7 @@ def _run_two_ranks(strategy: str, tmp_path: Path) -> dict:
             str(script),
             strategy,
             str(out),
+            backend,
             str(NUM_CLASSES),
             str(BATCH),
             str(STEPS),
@@ -106,7 +111,7 @@ def _run_two_ranks(strategy: str, tmp_path: Path) -> dict:
     logs = []
     for p in procs:
         try:
-            logs.append(p.communicate(timeout=240)[0])
+            logs.append(p.communicate(timeout=900)[0])  # a hang guard
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
@@ -147,13 +152,23 @@ def _accumulate(channels_last_weights: bool) -> tuple[dict[str, torch.Tensor], l
     return {n: p.detach().clone() for n, p in model.named_parameters()}, losses
 
 
+# FSDP2 runs compiled (aot_eager: Dynamo's graphs without Inductor's kernel generation, which
+# would take minutes per rank on 2 cores): each unit's forward is one graph, the FSDP2 hooks run
+# eagerly between them, and the result must still equal one eager process.
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a hang guard: ~3 min for the compiled FSDP2 case on 2 AVX2 cores
 @pytest.mark.parametrize(
-    ("strategy", "wrapper"), [("ddp", "DistributedDataParallel"), ("fsdp", "FSDPSSD300")]
+    ("strategy", "backend", "wrapper", "graphs"),
+    [("ddp", "eager", "DistributedDataParallel", 0), ("fsdp", "aot_eager", "FSDPSSD300", 5)],
 )
-def test_two_ranks_match_gradient_accumulation(strategy: str, wrapper: str, tmp_path: Path) -> None:
-    result = _run_two_ranks(strategy, tmp_path)
+def test_two_ranks_match_gradient_accumulation(
+    strategy: str, backend: str, wrapper: str, graphs: int, tmp_path: Path
+) -> None:
+    result = _run_two_ranks(strategy, backend, tmp_path)
     assert result["wrapped"] == wrapper
+    # FSDP2: trunk, extra blocks, loc heads, conf heads (one code object, two graphs), encode +
+    # loss; no graph break (compiling the root's forward instead breaks at every unit)
+    assert result["graphs_breaks"] == [graphs, 0]
     params, losses = _single_process_accumulating(channels_last_weights=strategy == "ddp")
     rank_losses = torch.tensor(result["losses"])  # [rank, step]
     assert torch.allclose(rank_losses.mean(0), torch.tensor(losses), rtol=1e-4, atol=1e-4)

@@ -47,6 +47,46 @@ def _flatten_level(x: Tensor, per_box: int, boxes: int) -> Tensor:
     )
 
 
+class ExtraBlocks(nn.ModuleList):
+    """The five extra blocks after the trunk, applied in sequence (a ModuleList: its state-dict keys
+    are ``extras.<block>.<layer>...``; its own ``forward`` lets FSDP2 shard it as one unit and
+    ``torch.compile`` trace it as one graph)."""
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """Trunk output [N, 256, 38, 38] -> the five maps [N, 512, 19, 19] ... [N, 256, 1, 1]."""
+        features = []
+        for block in self:
+            x = block(x)
+            features.append(x)
+        return features
+
+
+class LevelHeads(nn.ModuleList):
+    """One 3x3 conv head per source map (loc or conf), outputs flattened to default-box order.
+
+    Args:
+        in_channels: channels of each source map (``FEATURE_CHANNELS``).
+        per_box: values per default box: 4 (loc offsets) or the class count (conf logits).
+    """
+
+    def __init__(self, in_channels: tuple[int, ...], per_box: int) -> None:
+        super().__init__(
+            nn.Conv2d(c, nd * per_box, kernel_size=3, padding=1)
+            for c, nd in zip(in_channels, BOXES_PER_LOCATION, strict=True)
+        )
+        self.per_box = per_box
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        """Six source maps -> float [N, 8732, per_box] in default-box order."""
+        return torch.cat(
+            [
+                _flatten_level(head(x), self.per_box, nd)
+                for x, head, nd in zip(features, self, BOXES_PER_LOCATION, strict=True)
+            ],
+            dim=1,
+        )
+
+
 class SSD300(nn.Module):
     """SSD300-ResNet34 detector network (MLPerf Training v0.7).
 
@@ -68,20 +108,14 @@ class SSD300(nn.Module):
             )
         self.num_classes = num_classes
         self.backbone = ResNet34Trunk()
-        self.extras = nn.ModuleList(
+        self.extras = ExtraBlocks(
             _extra_block(cin, mid, cout, stride, pad)
             for cin, cout, (mid, stride, pad) in zip(
                 FEATURE_CHANNELS[:-1], FEATURE_CHANNELS[1:], _EXTRA_BLOCKS, strict=True
             )
         )
-        self.loc_heads = nn.ModuleList(
-            nn.Conv2d(c, nd * 4, kernel_size=3, padding=1)
-            for c, nd in zip(FEATURE_CHANNELS, BOXES_PER_LOCATION, strict=True)
-        )
-        self.conf_heads = nn.ModuleList(
-            nn.Conv2d(c, nd * num_classes, kernel_size=3, padding=1)
-            for c, nd in zip(FEATURE_CHANNELS, BOXES_PER_LOCATION, strict=True)
-        )
+        self.loc_heads = LevelHeads(FEATURE_CHANNELS, 4)
+        self.conf_heads = LevelHeads(FEATURE_CHANNELS, num_classes)
         self._init_weights()
         if backbone_weights is not None and str(backbone_weights).lower() != "none":
             load_backbone_weights(self.backbone, backbone_weights)
@@ -97,21 +131,11 @@ class SSD300(nn.Module):
         [N, 256, 38, 38], [N, 512, 19, 19], [N, 512, 10, 10], [N, 256, 5, 5], [N, 256, 3, 3], [N, 256, 1, 1].
         """
         x = self.backbone(images)
-        features = [x]
-        for block in self.extras:
-            x = block(x)
-            features.append(x)
-        return features
+        return [x, *self.extras(x)]
 
     def apply_heads(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Six source maps -> ``(loc [N, A, 4], logits [N, A, C])`` in default-box order."""
-        locs, logits = [], []
-        for x, loc_head, conf_head, nd in zip(
-            features, self.loc_heads, self.conf_heads, BOXES_PER_LOCATION, strict=True
-        ):
-            locs.append(_flatten_level(loc_head(x), 4, nd))
-            logits.append(_flatten_level(conf_head(x), self.num_classes, nd))
-        return torch.cat(locs, dim=1), torch.cat(logits, dim=1)
+        return self.loc_heads(features), self.conf_heads(features)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Predict offsets and class logits for every default box.

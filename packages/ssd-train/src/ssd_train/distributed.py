@@ -226,13 +226,15 @@ def wrap_model(model: nn.Module, ctx: DistributedContext, cfg: DistributedConfig
 
 
 def _fsdp_units(model: nn.Module) -> list[nn.Module]:
-    """Children holding parameters (the items of ModuleLists): each becomes one FSDP2 unit
-    (backbone trunk, each extra block, each head)."""
+    """Children holding parameters, each one FSDP2 unit; plain containers (a ModuleList or
+    ModuleDict without its own ``forward``) are split into their items. For SSD300: the trunk, the
+    extra blocks and the loc and conf heads (four units, each one compiled graph in the step)."""
     units: list[nn.Module] = []
     for child in model.children():
         if not any(p.requires_grad for p in child.parameters()):
             continue
-        if isinstance(child, nn.ModuleList | nn.ModuleDict):
+        container = isinstance(child, nn.ModuleList | nn.ModuleDict)
+        if container and type(child).forward is nn.Module.forward:
             units += _fsdp_units(child)
         else:
             units.append(child)

@@ -32,10 +32,12 @@ wrapped module's ``forward`` is compiled instead (set on the module only for the
 so evaluation of the same module stays eager) and encode + loss form a second compiled region;
 normalisation then runs eagerly (one elementwise kernel chain). This keeps DDP's bucketed
 all-reduce overlapped with the compiled backward (Dynamo's DDPOptimizer splits the model graph at
-bucket boundaries) and gives 0 graph breaks. FSDP2 modules carry their hooks on every sharded
-block, so there the update region stays eager (DTensor gradients) and the model is compiled the
-same way, which costs 3 graph breaks per step (FSDP2 runs its hooks under
-``torch._dynamo.disable``; measured in docs/benchmarks.md, with the way out).
+bucket boundaries) and gives 0 graph breaks. FSDP2 runs its all-gather / reshard hooks around
+every unit under ``torch._dynamo.disable``, so compiling the root's forward would break the graph
+at each unit (3 breaks per step, measured); instead each FSDP2 unit's ``forward`` is compiled on
+its own (trunk, extra blocks, loc heads, conf heads: ``ssd_train.distributed``), the hooks and
+the root's few glue ops run eagerly between those graphs, and the update stays eager (its
+gradients are DTensors). 0 graph breaks (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -139,6 +141,16 @@ def _is_wrapped(model: nn.Module) -> bool:
     return hasattr(model, "no_sync") or hasattr(model, "set_requires_gradient_sync")
 
 
+def _compiled_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules whose ``forward`` a wrapped model's step compiles: the module inside DDP, or
+    each FSDP2 unit below the root (its hooks, which Dynamo skips, then run between the graphs)."""
+    if hasattr(model, "no_sync"):
+        return [model.module]  # type: ignore[list-item]
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in model.modules() if m is not model and isinstance(m, FSDPModule)]
+
+
 class TrainStep:
     """Callable ``step(micro_batches) -> StepOutput``: one optimiser step over 1..k micro-batches.
 
@@ -192,8 +204,8 @@ class TrainStep:
             type(optimizer).step
         )
         self.wrapped = _is_wrapped(model)
-        self._inner: nn.Module | None = None
-        self._inner_forward: Callable[..., Any] | None = None
+        # (module, compiled forward) pairs routed in for the step's duration
+        self._compiled_forwards: list[tuple[nn.Module, Callable[..., Any]]] = []
         self.forward_loss: Callable[..., tuple[Tensor, Tensor]] = compute_loss
         self._loss_tail: Callable[..., tuple[Tensor, Tensor]] = encoded_loss
         self.update: Callable[[Tensor], tuple[Tensor, Tensor]] = self._update
@@ -203,8 +215,9 @@ class TrainStep:
             if compile_backend == "inductor":
                 options["mode"] = mode  # modes are Inductor's
             if self.wrapped:
-                self._inner = getattr(model, "module", model)
-                self._inner_forward = torch.compile(self._inner.forward, **options)
+                self._compiled_forwards = [
+                    (m, torch.compile(m.forward, **options)) for m in _compiled_modules(model)
+                ]
                 self._loss_tail = torch.compile(encoded_loss, **options)
             else:
                 self.forward_loss = torch.compile(compute_loss, **options)
@@ -269,15 +282,14 @@ class TrainStep:
 
     @contextlib.contextmanager
     def _compiled_inner_forward(self) -> Iterator[None]:
-        """Route the wrapped module's ``forward`` through its compiled version during the step."""
-        if self._inner is None:
-            yield
-            return
-        self._inner.forward = self._inner_forward  # type: ignore[method-assign]
+        """Route the wrapped modules' ``forward`` through their compiled versions during the step."""
+        for module, compiled in self._compiled_forwards:
+            module.forward = compiled  # type: ignore[method-assign]
         try:
             yield
         finally:
-            del self._inner.forward
+            for module, _ in self._compiled_forwards:
+                del module.forward
 
     def warm_up(self, batch: MicroBatch, micro_batches: int = 1, steps: int = 2) -> None:
         """Compile (and for CUDA graphs record) every region, then restore all state.
