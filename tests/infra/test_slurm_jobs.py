@@ -174,9 +174,10 @@ def test_two_node_job_runs_two_compliant_trials(
 def test_usr1_checkpoints_requeues_and_resumes(
     cluster: dict[str, str], dataset: Path, tmp_path: Path
 ) -> None:
-    # trial 2 long enough (4 epochs of 2 steps) to be stopped mid-run
+    # trial 2 long enough (2 epochs of 2 steps, ~8 s each) to be stopped mid-run: the stop is
+    # asked for once its first step is logged and honoured at the next step boundary
     job, _ = _submit(
-        cluster, tmp_path, dataset, SSD_SCHEDULE__MAX_EPOCHS="4", SSD_SCHEDULE__EVAL_EPOCHS="[4]"
+        cluster, tmp_path, dataset, SSD_SCHEDULE__MAX_EPOCHS="2", SSD_SCHEDULE__EVAL_EPOCHS="[2]"
     )
     run_dir = tmp_path / "results" / f"{job}-2"
     metrics = run_dir / "metrics.jsonl"

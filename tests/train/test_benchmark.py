@@ -117,11 +117,12 @@ def test_compiled_benchmark_has_no_graph_breaks_within_ten_minutes(tmp_path: Pat
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # a hang guard: 3.5 min on 2 idle AVX2 cores
+@pytest.mark.timeout(1200)  # a hang guard: 70 s on 2 idle AVX2 cores
 def test_compiled_ddp_benchmark_has_no_graph_breaks(tmp_path: Path) -> None:
-    """Dynamo's graphs and breaks do not depend on the backend: aot_eager captures the same graphs
-    (forward and backward) as Inductor without generating kernels, which takes minutes per rank on
-    a 2-core CPU."""
+    """Dynamo's graphs and breaks do not depend on the backend: the eager backend runs the graphs
+    Dynamo captured as they are (Inductor would take minutes per rank on a 2-core CPU). Measured
+    2026-11-30: aot_eager, which also traces the backward, gives the same 4 graphs, 0 breaks and
+    0 recompiles, in 167 s instead of 68 s."""
     out = tmp_path / "bench.json"
     port = _free_port()
     procs = []
@@ -129,7 +130,7 @@ def test_compiled_ddp_benchmark_has_no_graph_breaks(tmp_path: Path) -> None:
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
         args = [sys.executable, "-m", "ssd_train", *COMPILED, "--num-threads", "1",
-                "--compile-backend", "aot_eager",
+                "--compile-backend", "eager",
                 "--distributed.backend", "gloo", "--benchmark.json", str(out)]  # fmt: skip
         procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))  # fmt: skip

@@ -7,13 +7,18 @@ import pytest
 import torch
 from ssd_core.loss import SSDLoss
 from ssd_core.model import SSD300
-from ssd_train.benchmark import compile_counts, synthetic_batch
+from ssd_data.config import DEFAULT_MAX_BOXES
+from ssd_train.benchmark import COCO_NUM_CLASSES, compile_counts, synthetic_batch
 from ssd_train.config import OptimConfig
 from ssd_train.lr_schedule import LRSchedule
 from ssd_train.optim import build_optimizer
 from ssd_train.train_step import TrainStep
 
-NUM_CLASSES = 5
+# The shapes and settings of ``ssd-train --mode benchmark --compile true --data.batch-size 2
+# --precision fp32`` (tests/train/test_benchmark.py): the same graphs, so whichever test runs second
+# loads Inductor's kernels from its on-disk FX graph cache instead of generating them again.
+NUM_CLASSES = COCO_NUM_CLASSES
+BATCH = 2
 CPU = torch.device("cpu")
 
 
@@ -27,12 +32,12 @@ def _run(compile: bool) -> tuple[list[float], dict[str, torch.Tensor], list[tupl
     schedule = LRSchedule(base_lr=1e-3)
     counts = []
     if compile:
-        step.warm_up(synthetic_batch(2, 8, NUM_CLASSES, CPU, seed=50))
+        step.warm_up(synthetic_batch(BATCH, DEFAULT_MAX_BOXES, NUM_CLASSES, CPU, seed=50))
         counts.append(compile_counts())
     losses, after_first = [], {}
     for k in range(2):
         schedule.apply(opt, k)
-        batch = synthetic_batch(2, 8, NUM_CLASSES, CPU, seed=k)
+        batch = synthetic_batch(BATCH, DEFAULT_MAX_BOXES, NUM_CLASSES, CPU, seed=k)
         losses.append(float(step([batch]).loss))
         if k == 0:
             after_first = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -53,7 +53,7 @@ opt = build_optimizer(wrapped, OptimConfig(grad_clip_norm=None), ctx.device)
 for group in opt.param_groups:
     group["lr"] = lr
 step = TrainStep(wrapped, SSDLoss(), opt, device=ctx.device, channels_last=True,
-                 compile=backend != "eager", compile_backend=backend)
+                 compile=backend != "none", compile_backend=backend)
 losses = []
 for k in range(steps):
     b = synthetic_batch(batch, 8, num_classes, ctx.device, seed=100 * k + ctx.rank)
@@ -152,14 +152,15 @@ def _accumulate(channels_last_weights: bool) -> tuple[dict[str, torch.Tensor], l
     return {n: p.detach().clone() for n, p in model.named_parameters()}, losses
 
 
-# FSDP2 runs compiled (aot_eager: Dynamo's graphs without Inductor's kernel generation, which
-# would take minutes per rank on 2 cores): each unit's forward is one graph, the FSDP2 hooks run
-# eagerly between them, and the result must still equal one eager process.
+# FSDP2 runs compiled: each unit's forward is one Dynamo graph, the FSDP2 hooks run eagerly between
+# them, and the result must still equal one eager process. Dynamo's graphs and breaks do not depend
+# on the backend; the eager backend runs them as captured (2026-11-30: aot_eager, which also traces
+# the backward through AOTAutograd, passed the same assertions in 270 s instead of ~40 s).
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # a hang guard: ~3 min for the compiled FSDP2 case on 2 AVX2 cores
+@pytest.mark.timeout(1200)  # a hang guard: ~40 s per case on 2 AVX2 cores
 @pytest.mark.parametrize(
     ("strategy", "backend", "wrapper", "graphs"),
-    [("ddp", "eager", "DistributedDataParallel", 0), ("fsdp", "aot_eager", "FSDPSSD300", 5)],
+    [("ddp", "none", "DistributedDataParallel", 0), ("fsdp", "eager", "FSDPSSD300", 5)],
 )
 def test_two_ranks_match_gradient_accumulation(
     strategy: str, backend: str, wrapper: str, graphs: int, tmp_path: Path

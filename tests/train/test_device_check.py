@@ -27,9 +27,9 @@ def test_device_scripts_are_executable_and_install_only_offline() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_tiny_device_check_prints_the_table_within_seven_minutes(tmp_path: Path) -> None:
-    """With a cold Inductor cache, as on a fresh machine (the tiny run compiles with aot_eager,
-    which captures the same graphs without Inductor's kernels, so its compiled row must show 0
-    breaks)."""
+    """With a cold Inductor cache, as on a fresh machine (the tiny run compiles with the eager
+    backend: Dynamo captures the same graphs without Inductor's kernels, so its compiled row must
+    show 0 breaks)."""
     cache = tmp_path / "inductor"
     start = time.monotonic()
     proc = subprocess.run(

@@ -1,7 +1,7 @@
 """End to end: a real run that reaches 0.23 logs the closed division and passes 0.7.0 and 1.0.0.
 
 Training to 0.23 on COCO is out of reach on a CPU, so the run scores the images it trains on
-(the annotated ones of 10 synthetic images, 1 step per epoch): the trainer, the MLPerf evaluation schedule (epochs 40,
+(the annotated ones of 4 synthetic images, 1 step of 4 per epoch): the trainer, the MLPerf evaluation schedule (epochs 40,
 50, 55, then every 5), the target stop and the log are the real ones. The hyperparameters meet
 the closed SSD rules' value checks (one crop attempt, a warm-up, decay boundaries of the form
 [40, 50] x (1 + k/10)), so the official checker's closed rules apply in full.
@@ -24,7 +24,7 @@ from ssd_train.report.compliance import check_log
 @pytest.mark.timeout(2400)  # a hang guard, sized for fp32 on a 2-core AVX2 CPU
 def test_run_reaching_target_logs_closed_division_passing_0_7_0_and_1_0_0(tmp_path: Path) -> None:
     root = generate_synthetic_coco(
-        tmp_path / "syn", train_images=10, val_images=0, seed=5, difficulty="easy",
+        tmp_path / "syn", train_images=4, val_images=0, seed=5, difficulty="easy",
         categories="used",
     )  # fmt: skip
     run_dir = tmp_path / "run"
@@ -34,18 +34,19 @@ def test_run_reaching_target_logs_closed_division_passing_0_7_0_and_1_0_0(tmp_pa
         "--data.root", str(root),
         "--data.val-images", str(root / "train2017"),
         "--data.val-annotations", str(root / "annotations" / "instances_train2017.json"),
-        "--data.batch-size", "8",
-        "--data.eval-batch-size", "8",
+        "--data.batch-size", "4",
+        "--data.eval-batch-size", "4",
+        "--optim.lr-per-32", "0.16",  # base LR 0.02
         "--data.num-workers", "0",
         "--model.num-classes", "11",
         "--model.backbone-weights", "none",
         "--compile", "false",
         "--eval.asynchronous", "false",
-        "--schedule.max-epochs", "300",  # measured 2026-11-30: 0.026 after 40, 0.258 after 50
+        "--schedule.max-epochs", "300",  # measured 2026-11-30: 0.036 / 0.136 / 0.238 after 40 / 50 / 55
         "--schedule.eval-epochs", "[40, 50, 55]",  # the v0.7 schedule: 40, 50, 55, then every 5
         "--schedule.eval-interval", "5",
         "--schedule.warmup-iterations", "20",
-        "--schedule.decay-epochs", "[44, 55]",  # [40, 50] x 1.1: the boxes tighten by epoch 50
+        "--schedule.decay-epochs", "[44, 55]",  # [40, 50] x 1.1: the boxes tighten after 44
         "--schedule.target-map", "0.23",
         "--checkpoint.enabled", "false",
         "--logging.mlperf.division", "closed",
