@@ -155,7 +155,8 @@ def _accumulate(channels_last_weights: bool) -> tuple[dict[str, torch.Tensor], l
 # FSDP2 runs compiled: each unit's forward is one Dynamo graph, the FSDP2 hooks run eagerly between
 # them, and the result must still equal one eager process. Dynamo's graphs and breaks do not depend
 # on the backend; the eager backend runs them as captured (2026-11-30: aot_eager, which also traces
-# the backward through AOTAutograd, passed the same assertions in 270 s, beside another run, instead of 28 s).
+# the backward through AOTAutograd, passed the same assertions in 270 s beside another run; eager:
+# 28 s).
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # a hang guard: ~30 s per case on 2 AVX2 cores
 @pytest.mark.parametrize(

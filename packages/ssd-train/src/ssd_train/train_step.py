@@ -232,7 +232,7 @@ class TrainStep:
         total_images = sum(int(mb.images.shape[0]) for mb in micro_batches)
         sums = torch.zeros(3, device=self.device)
         last = len(micro_batches) - 1
-        with self._compiled_inner_forward():
+        with self._compiled_forwards_swapped_in():
             for i, mb in enumerate(micro_batches):
                 images = mb.images.to(self.device, non_blocking=True)
                 boxes = mb.boxes.to(self.device, non_blocking=True)
@@ -281,7 +281,7 @@ class TrainStep:
         return norm.detach().float()
 
     @contextlib.contextmanager
-    def _compiled_inner_forward(self) -> Iterator[None]:
+    def _compiled_forwards_swapped_in(self) -> Iterator[None]:
         """Route the wrapped modules' ``forward`` through their compiled versions during the step."""
         for module, compiled in self._compiled_forwards:
             module.forward = compiled  # type: ignore[method-assign]
