@@ -7,15 +7,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from ssd_data.color import (
+from ssd_data.host.color import hue_rotation, jitter_fused, jitter_reference
+from ssd_data.samples.jitter import (
     BRIGHTNESS,
     CONTRAST,
     HUE,
     SATURATION,
     JitterParams,
-    hue_rotation,
-    jitter_fused,
-    jitter_reference,
     sample_jitter,
 )
 from torchvision import transforms

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ssd_data.crop import CROP_OPTIONS, crop_pixels, flip_boxes, sample_crop
+from ssd_data.samples.crop import CROP_OPTIONS, crop_pixels, flip_boxes, sample_crop
 
 
 def _reference_crop(boxes: np.ndarray, rng: np.random.Generator, attempts: int):

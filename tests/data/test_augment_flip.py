@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from ssd_data import augment
+from ssd_data.host import augment
 
 from ._fixtures import write_jpeg
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from ssd_data import augment
-from ssd_data.augment import augment_train, resize_eval
+from ssd_data.host import augment
+from ssd_data.host.augment import augment_train, resize_eval
 
 from ._fixtures import write_jpeg
 

@@ -75,7 +75,7 @@ def test_error_policy_stops_naming_the_file(root: Path, worker_type: str) -> Non
 )
 def test_each_kind_of_damage_is_named(root: Path, index: int, reason: str) -> None:
     from ssd_data.coco import CocoIndex
-    from ssd_data.samples import EvalSampleFn
+    from ssd_data.host.samples import EvalSampleFn
 
     idx = CocoIndex.from_json(root / "annotations/instances_val2017.json", skip_empty=True)
     fn = EvalSampleFn(idx, root / "val2017", policy="error")

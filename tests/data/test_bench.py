@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from ssd_data.bench import Result, format_table, main
-from ssd_data.bench_data import write_bench_dataset
+from ssd_data.bench.cli import Result, format_table, main
+from ssd_data.bench.data import write_bench_dataset
 
 
 def test_table_speed_up_is_per_worker_relative_to_the_first_row() -> None:

@@ -170,9 +170,9 @@ def test_download_argument_errors(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bench_dispatches_to_ssd_data_bench(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[list[str]] = []
-    fake = types.ModuleType("ssd_data.bench")
+    fake = types.ModuleType("ssd_data.bench.cli")
     fake.main = lambda argv: seen.append(list(argv)) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "ssd_data.bench", fake)
+    monkeypatch.setitem(sys.modules, "ssd_data.bench.cli", fake)
     assert main(["bench", "--images", "64", "--workers", "2"]) == 0
     assert seen == [["--images", "64", "--workers", "2"]]
 
@@ -180,9 +180,11 @@ def test_bench_dispatches_to_ssd_data_bench(monkeypatch: pytest.MonkeyPatch) -> 
 def test_bench_missing_module_is_explained(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "ssd_data.bench", None)  # makes the import fail as if absent
+    monkeypatch.setitem(
+        sys.modules, "ssd_data.bench.cli", None
+    )  # makes the import fail as if absent
     assert main(["bench"]) == 2
-    assert "ssd_data.bench is not available" in capsys.readouterr().err
+    assert "ssd_data.bench.cli is not available" in capsys.readouterr().err
 
 
 def test_python_m_ssd_data(tmp_path: Path) -> None:

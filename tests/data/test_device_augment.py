@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from ssd_data.color import jitter_fused, jitter_reference, sample_jitter
 from ssd_data.config import DataConfig
-from ssd_data.device_augment import decode_jpegs, pil_decode
-from ssd_data.device_color import jitter_fused_batch, jitter_reference_batch
-from ssd_data.device_resize import crop_flip_resize
-from ssd_data.device_samples import (
+from ssd_data.device.augment import decode_jpegs, pil_decode
+from ssd_data.device.color import jitter_fused_batch, jitter_reference_batch
+from ssd_data.device.resize import crop_flip_resize
+from ssd_data.device.samples import (
     NUM_PARAMS,
     P_BRIGHTNESS,
     P_HUE_SHIFT,
@@ -23,7 +22,9 @@ from ssd_data.device_samples import (
     read_encoded,
 )
 from ssd_data.errors import BadImageError
+from ssd_data.host.color import jitter_fused, jitter_reference
 from ssd_data.pipeline import build_train_loader
+from ssd_data.samples.jitter import sample_jitter
 
 from ._fixtures import damage_images, make_coco, write_jpeg
 

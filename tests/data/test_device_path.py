@@ -3,7 +3,7 @@
 Same seeds -> same crop/flip/jitter decisions, so boxes, labels and image ids must be identical
 bit for bit, and pixels must match the CPU path within the tolerances below. The device code
 re-does PIL's arithmetic, so most images are identical; the rest come from PIL's choice of the
-order of its two resize passes (ssd_data.device_resize.vertical_first, right for ~98% of crop
+order of its two resize passes (ssd_data.device.resize.vertical_first, right for ~98% of crop
 sizes), a +-1 that the colour jitter can stretch. Measured on these fixtures (24 images, seed 7):
 reference jitter 23 of 24 images identical, max 4, mean 0.005 grey levels; fast jitter max 1,
 mean 0.012 (the mean colour: exact on the device, from a 4x4-reduced copy on the CPU).
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from ssd_data.config import DataConfig
-from ssd_data.device_path import resolve_augment_device
+from ssd_data.device.path import resolve_augment_device
 from ssd_data.pipeline import build_train_loader
 
 from ._fixtures import make_coco

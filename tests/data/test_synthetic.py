@@ -1,4 +1,4 @@
-"""Tests of the synthetic COCO-format dataset (ssd_data.synthetic*)."""
+"""Tests of the synthetic COCO-format dataset (ssd_data.synthetic.generate*)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from ssd_data.synthetic import MARKER_NAME, generate_synthetic_coco
-from ssd_data.synthetic_presets import PRESETS, Difficulty, resolve_difficulty
+from ssd_data.synthetic.generate import MARKER_NAME, generate_synthetic_coco
+from ssd_data.synthetic.presets import PRESETS, Difficulty, resolve_difficulty
 
 # COCO 2017's category ids 1..90 without these ten (written out here, independent of the module).
 COCO_MISSING_IDS = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
@@ -219,8 +219,8 @@ def test_bad_arguments_have_clear_errors(tmp_path: Path) -> None:
 
 
 def test_presets_classes_are_distinct_and_get_harder() -> None:
-    from ssd_data.synthetic_draw import SHAPE_NAMES
-    from ssd_data.synthetic_presets import TEXTURES
+    from ssd_data.synthetic.draw import SHAPE_NAMES
+    from ssd_data.synthetic.presets import TEXTURES
 
     levels = [resolve_difficulty(n) for n in ("easy", "medium", "hard")]
     assert [len(d.category_ids) for d in levels] == [10, 20, 80]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ssd_data.synthetic_draw import SHAPE_NAMES, rle_counts, rle_string, shape_mask
-from ssd_data.synthetic_render import _Layer, _Scene
+from ssd_data.synthetic.draw import SHAPE_NAMES, rle_counts, rle_string, shape_mask
+from ssd_data.synthetic.render import _Layer, _Scene
 
 
 def test_rle_matches_pycocotools() -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ssd_data.synthetic import generate_synthetic_coco
+from ssd_data.synthetic.generate import generate_synthetic_coco
 from ssd_train.report.compliance import check_log
 
 from ._helpers import INFRA, REPO, load_script

@@ -26,7 +26,7 @@ from PIL import Image
 from ssd_data.config import DataConfig
 from ssd_data.errors import BadImageError
 from ssd_data.pipeline import build_train_loader
-from ssd_data.synthetic import generate_synthetic_coco
+from ssd_data.synthetic.generate import generate_synthetic_coco
 from ssd_train.__main__ import InputError, check_run_dir, main, unwrap_worker_error
 
 from tests.data._fixtures import make_coco

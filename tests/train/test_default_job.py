@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ssd_data.synthetic_presets import PRESETS
+from ssd_data.synthetic.presets import PRESETS
 from ssd_train.settings import load_settings
 
 MAX_IMAGE_PASSES = 800

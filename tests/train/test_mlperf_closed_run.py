@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ssd_data.synthetic import generate_synthetic_coco
+from ssd_data.synthetic.generate import generate_synthetic_coco
 from ssd_train.report.compliance import check_log
 
 

@@ -15,7 +15,7 @@ from ssd_core.build import build_detector
 from ssd_core.config import ModelConfig
 from ssd_data.config import DataConfig
 from ssd_data.pipeline import build_eval_loader
-from ssd_data.synthetic import generate_synthetic_coco
+from ssd_data.synthetic.generate import generate_synthetic_coco
 from ssd_eval.config import EvalConfig
 from ssd_train.components import SyntheticBatch, autocast_dtype_for
 from ssd_train.config import OptimConfig

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from ssd_core.model import SSD300
 from ssd_core.postprocess import PostProcessor
-from ssd_data.synthetic import generate_synthetic_coco
+from ssd_data.synthetic.generate import generate_synthetic_coco
 from ssd_eval.cli import main as ssd_eval_main
 from ssd_train.checkpoint.weights import export_weights
 from ssd_train.predict.cli import main

@@ -16,9 +16,9 @@ _EXPORTS = {
     "CocoIndex": "ssd_data.coco",
     "DataConfig": "ssd_data.config",
     "DataError": "ssd_data.errors",
-    "EvalBatch": "ssd_data.batch",
+    "EvalBatch": "ssd_data.samples.batch",
     "EvalLoader": "ssd_data.pipeline",
-    "TrainBatch": "ssd_data.batch",
+    "TrainBatch": "ssd_data.samples.batch",
     "TrainLoader": "ssd_data.pipeline",
     "build_eval_loader": "ssd_data.pipeline",
     "build_train_loader": "ssd_data.pipeline",
@@ -26,7 +26,7 @@ _EXPORTS = {
     "check_dataset_paths": "ssd_data.errors",
     "download_backbone": "ssd_data.download",
     "download_coco": "ssd_data.download",
-    "generate_synthetic_coco": "ssd_data.synthetic",
+    "generate_synthetic_coco": "ssd_data.synthetic.generate",
     "label_map": "ssd_data.labels",
 }
 

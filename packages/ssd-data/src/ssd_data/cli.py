@@ -37,7 +37,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ssd_data.synthetic_presets import PRESETS
+    from ssd_data.synthetic.presets import PRESETS
 
     p = argparse.ArgumentParser(
         prog="ssd-data",
@@ -155,12 +155,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _bench(argv: list[str]) -> int:
     try:
-        bench = importlib.import_module("ssd_data.bench")
+        bench = importlib.import_module("ssd_data.bench.cli")
     except ModuleNotFoundError as e:
-        if e.name != "ssd_data.bench":
+        if e.name != "ssd_data.bench.cli":
             raise
         print(
-            "ssd-data bench: the benchmark module ssd_data.bench is not available in this "
+            "ssd-data bench: the benchmark module ssd_data.bench.cli is not available in this "
             "installation (it is part of the data pipeline and has not been added yet).",
             file=sys.stderr,
         )
@@ -169,7 +169,7 @@ def _bench(argv: list[str]) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from ssd_data.synthetic import generate_synthetic_coco
+    from ssd_data.synthetic.generate import generate_synthetic_coco
 
     out = generate_synthetic_coco(
         args.out,

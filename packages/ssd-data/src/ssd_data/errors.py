@@ -22,6 +22,15 @@ class BadImageError(DataError):
     """An image file is missing, truncated or not an image (raised with bad_image_policy='error')."""
 
 
+class UnreadableImage(Exception):
+    """An image file that cannot be decoded; ``reason`` says why in a few words."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 def check_dataset_paths(cfg: Any) -> None:
     """Fail fast, before anything is built: every folder and annotation file that ``cfg`` (a
     ``DataConfig``) names must exist. Raises :class:`DataError` naming the first one that does not

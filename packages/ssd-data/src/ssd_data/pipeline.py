@@ -25,14 +25,15 @@ from typing import Any
 import torch
 from torchdata.nodes import Batcher, Loader, Mapper, ParallelMapper, PinMemory, Prefetcher
 
-from ssd_data.batch import EvalBatch, EvalCollate, TrainBatch
 from ssd_data.coco import CocoIndex
 from ssd_data.config import DataConfig
-from ssd_data.device_path import select_train_path
-from ssd_data.device_prefetch import device_batches
+from ssd_data.device.path import select_train_path
+from ssd_data.device.prefetch import device_batches
 from ssd_data.errors import DataError
+from ssd_data.host.samples import EvalSampleFn
 from ssd_data.sampler import EpochClock, ShardSampler, StreamSampler
-from ssd_data.samples import EvalSampleFn, Event
+from ssd_data.samples.batch import EvalBatch, EvalCollate, TrainBatch
+from ssd_data.samples.loop import Event
 
 log = logging.getLogger(__name__)
 _LOGGED_PER_KIND = 20  # events of one kind logged one by one; after that only counted
@@ -335,7 +336,7 @@ def build_train_loader(
     """Training loader of rank ``rank`` of ``world_size``: annotated images of
     ``cfg.train_annotations``, shuffled per epoch from ``seed``, MLPerf augmentation.
 
-    ``for batch in loader`` yields :class:`~ssd_data.batch.TrainBatch` endlessly (epochs of
+    ``for batch in loader`` yields :class:`~ssd_data.samples.batch.TrainBatch` endlessly (epochs of
     ``loader.shard_size`` images per rank, batches straddling epoch boundaries); see
     :class:`TrainLoader` for the clock (``epoch_start_batch``, ``epoch_of_batch``,
     ``batches_done``) and resume; ``loader.num_samples`` is the global image count.
@@ -344,7 +345,7 @@ def build_train_loader(
     ``device`` (or "cuda"), the loader workers only read JPEG bytes and draw the augmentation
     decisions; decoding and pixel work run on ``device`` one batch ahead on a side stream, and
     the batches come out already on ``device`` (same decisions, boxes and labels as the CPU
-    path; :mod:`ssd_data.device_augment`). "cuda" with a CPU ``device`` runs that code on the
+    path; :mod:`ssd_data.device.augment`). "cuda" with a CPU ``device`` runs that code on the
     CPU (tests).
     """
     index = _train_index(cfg)

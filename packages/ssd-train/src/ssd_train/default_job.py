@@ -21,7 +21,7 @@ from ssd_data import (
     check_dataset_paths,
     generate_synthetic_coco,
 )
-from ssd_data.synthetic import MARKER_NAME
+from ssd_data.synthetic.generate import MARKER_NAME
 
 from ssd_train.settings import Settings
 

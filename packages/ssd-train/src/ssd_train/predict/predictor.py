@@ -1,7 +1,7 @@
 """Run exported weights on image files: evaluation preprocessing, model, post-processing, outputs.
 
 Per batch of files: each image is read and resized to uint8 [300, 300, 3] by
-``ssd_data.augment.resize_eval`` (the evaluation loader's function), the batch goes through
+``ssd_data.host.augment.resize_eval`` (the evaluation loader's function), the batch goes through
 ``ssd_core.preprocess.forward_normalized`` (normalise, channels_last, autocast, forward) and
 ``ssd_core.postprocess.PostProcessor`` (decode + NMS, built from the weights' model settings with
 the requested score threshold), and ``ssd_eval.tensor_detections.to_coco_rows`` turns the
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 from ssd_core import ModelConfig, PostProcessor, forward_normalized
-from ssd_data.augment import resize_eval
-from ssd_data.decode import UnreadableImage, load_rgb, open_image, rgb_array
+from ssd_data.host.augment import resize_eval
+from ssd_data.host.decode import UnreadableImage, load_rgb, open_image, rgb_array
 from ssd_eval.tensor_detections import LookupTables, pack_batch, to_coco_rows
 from torch import nn
 

@@ -114,8 +114,8 @@ def from_categories(categories: Sequence[Mapping[str, Any]], source: str) -> Lab
 
 def _synthetic_categories(settings: Mapping[str, Any], num_classes: int) -> LabelMap | None:
     """The synthetic dataset's categories when the settings describe a synthetic default job."""
-    from ssd_data.synthetic_categories import coco_category_dicts
-    from ssd_data.synthetic_presets import resolve_difficulty
+    from ssd_data.synthetic.categories import coco_category_dicts
+    from ssd_data.synthetic.presets import resolve_difficulty
 
     syn = settings.get("synthetic") or {}
     root = str((settings.get("data") or {}).get("root") or "")
@@ -143,7 +143,7 @@ def label_map(metadata: Mapping[str, Any], num_classes: int, gt: Any = None) -> 
     5. COCO 2017's 80 categories when ``num_classes == 81``;
     6. ``"class <i>"`` with category id ``i``.
     """
-    from ssd_data.synthetic_categories import coco_category_dicts
+    from ssd_data.synthetic.categories import coco_category_dicts
 
     if gt is not None:
         found = from_categories(gt.dataset["categories"], f"ground truth {gt.source}")

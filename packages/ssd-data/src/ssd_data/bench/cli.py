@@ -1,6 +1,6 @@
 """``ssd-data bench``: training input pipeline throughput against a torchvision baseline.
 
-Both pipelines read the same generated COCO-like JPEGs (:mod:`ssd_data.bench_data`) and
+Both pipelines read the same generated COCO-like JPEGs (:mod:`ssd_data.bench.data`) and
 produce the same thing: batches of uint8 [N, 3, 300, 300] images after the MLPerf SSD
 augmentation, with padded boxes and labels. The baseline is what one would write with the
 standard tools: ``torchvision.io.decode_image`` + transforms v2 on tv_tensors
@@ -41,12 +41,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ssd_data.bench_data import write_bench_dataset
-from ssd_data.bench_timing import Measured, run_baseline, run_ours
+from ssd_data.bench.data import write_bench_dataset
+from ssd_data.bench.timing import Measured, run_baseline, run_ours
 from ssd_data.coco import CocoIndex
-from ssd_data.color import jitter_reference, sample_jitter
 from ssd_data.config import DataConfig
-from ssd_data.samples import TrainSampleFn
+from ssd_data.host.color import jitter_reference
+from ssd_data.host.samples import TrainSampleFn
+from ssd_data.samples.jitter import sample_jitter
 
 
 class TorchvisionBaseline(Dataset):

@@ -16,10 +16,10 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-from ssd_data.batch import TrainBatch
-from ssd_data.device_augment import DeviceAugmenter
-from ssd_data.device_batch import EncodedBatch
-from ssd_data.samples import Event
+from ssd_data.device.augment import DeviceAugmenter
+from ssd_data.device.batch import EncodedBatch
+from ssd_data.samples.batch import TrainBatch
+from ssd_data.samples.loop import Event
 
 
 def device_batches(

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ssd_data.synthetic_draw import (
+from ssd_data.synthetic.draw import (
     SHAPE_NAMES,
     background,
     blob_polygon,
@@ -29,7 +29,7 @@ from ssd_data.synthetic_draw import (
     shape_mask,
     texture,
 )
-from ssd_data.synthetic_presets import TEXTURES, Difficulty
+from ssd_data.synthetic.presets import TEXTURES, Difficulty
 
 #: (width, height) of COCO-like images and their weights (COCO 2017 is mostly 640 on the long side).
 IMAGE_SIZES: tuple[tuple[tuple[int, int], float], ...] = (

@@ -1,7 +1,7 @@
 """Device side of the device input path: batched JPEG decode, crop, resize, flip, colour jitter.
 
-:class:`DeviceAugmenter` turns an :class:`~ssd_data.device_batch.EncodedBatch` into the usual
-:class:`~ssd_data.batch.TrainBatch` on ``device`` (a CUDA device, or the CPU: the same code runs
+:class:`DeviceAugmenter` turns an :class:`~ssd_data.device.batch.EncodedBatch` into the usual
+:class:`~ssd_data.samples.batch.TrainBatch` on ``device`` (a CUDA device, or the CPU: the same code runs
 on CPU tensors, which is how the tests run it).
 
 1. Decode: ``torchvision.io.decode_jpeg(list, mode=RGB, device=device)`` (batched nvJPEG on
@@ -12,12 +12,12 @@ on CPU tensors, which is how the tests run it).
    exactly as in the CPU path: 'error' raises :class:`~ssd_data.errors.BadImageError` naming
    the file; 'skip' records a ``bad_image`` event (counted and logged by the loader) and
    decodes the replacement the CPU path would have used
-   (:meth:`~ssd_data.device_samples.DeviceSampleFn.replace`: same index, crop, flip, jitter,
+   (:meth:`~ssd_data.device.samples.DeviceSampleFn.replace`: same index, crop, flip, jitter,
    boxes). One bad file never fails the batch.
-2. Crop, flip, resize to 300x300: :func:`ssd_data.device_resize.crop_flip_resize` (PIL's
+2. Crop, flip, resize to 300x300: :func:`ssd_data.device.resize.crop_flip_resize` (PIL's
    bilinear arithmetic, exact up to PIL's choice of pass order).
-3. Colour jitter: ``impl="reference"`` -> :func:`~ssd_data.device_color.jitter_reference_batch`
-   (PIL's ops, exact), ``impl="fast"`` -> :func:`~ssd_data.device_color.jitter_fused_batch`.
+3. Colour jitter: ``impl="reference"`` -> :func:`~ssd_data.device.color.jitter_reference_batch`
+   (PIL's ops, exact), ``impl="fast"`` -> :func:`~ssd_data.device.color.jitter_fused_batch`.
 4. uint8 [N, 3, 300, 300], channels_last (or contiguous NCHW); boxes/labels/image_ids moved
    to the device with ``non_blocking=True``.
 
@@ -41,13 +41,10 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from ssd_data.augment import OUTPUT_SIZE, AugmentImpl
-from ssd_data.batch import TrainBatch
-from ssd_data.decode import UnreadableImage, load_rgb, open_image
-from ssd_data.device_batch import EncodedBatch
-from ssd_data.device_color import jitter_fused_batch, jitter_reference_batch
-from ssd_data.device_resize import crop_flip_resize
-from ssd_data.device_samples import (
+from ssd_data.device.batch import EncodedBatch
+from ssd_data.device.color import jitter_fused_batch, jitter_reference_batch
+from ssd_data.device.resize import crop_flip_resize
+from ssd_data.device.samples import (
     P_FLIP,
     P_HEIGHT,
     P_HOST_DECODE,
@@ -57,7 +54,10 @@ from ssd_data.device_samples import (
     DeviceSampleFn,
     EncodedSample,
 )
-from ssd_data.samples import Event, bad_image_error
+from ssd_data.errors import UnreadableImage
+from ssd_data.host.decode import load_rgb, open_image
+from ssd_data.samples.batch import TrainBatch
+from ssd_data.samples.loop import OUTPUT_SIZE, AugmentImpl, Event
 
 
 def decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
@@ -197,13 +197,10 @@ class DeviceAugmenter:
                 image = pil_decode(data, path)
                 return image.to(self.device, non_blocking=True), replacement
             except UnreadableImage as e:
-                if fn.policy == "error":
-                    raise bad_image_error(
-                        path, e.reason, fn.index.image_id(origin[2]), fn.index.path
-                    ) from None
-                events.append(("bad_image", str(path), e.reason))
-                replacement = fn.replace(origin, events)  # type: ignore[arg-type]
-                origin, data = replacement.origin, replacement.data
+                reason = e.reason
+            fn.record_unreadable(origin[2], reason, events)
+            replacement = fn.replace(origin, events)  # type: ignore[arg-type]
+            origin, data = replacement.origin, replacement.data
 
 
 def _replace_rows(batch: EncodedBatch, rows: dict[int, EncodedSample]) -> EncodedBatch:

@@ -1,6 +1,6 @@
 """The encoded batch of the device input path and the collate building it (main process).
 
-The loader workers hand over :class:`~ssd_data.device_samples.EncodedSample` objects; the
+The loader workers hand over :class:`~ssd_data.device.samples.EncodedSample` objects; the
 collate copies their bytes into ONE buffer (pinned when asked, i.e. when CUDA is available) and
 hands the decoder per-image views of it, so pinning costs one allocation per batch, not one per
 image.
@@ -15,8 +15,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ssd_data.device_samples import EncodedSample
-from ssd_data.samples import Event
+from ssd_data.device.samples import EncodedSample
+from ssd_data.samples.batch import stack_targets
+from ssd_data.samples.loop import Event
 
 
 class EncodedBatch(NamedTuple):
@@ -53,17 +54,18 @@ def collate_encoded(
     samples: Sequence[EncodedSample], pin: bool = False
 ) -> tuple[EncodedBatch, list[Event]]:
     """Stack samples into an :class:`EncodedBatch`; also returns the samples' events."""
+    boxes, labels, image_ids, events = stack_targets(samples)
     batch = EncodedBatch(
         data=byte_views([s.data for s in samples], pin),
         params=torch.from_numpy(np.stack([s.params for s in samples])),
-        boxes=torch.from_numpy(np.stack([s.boxes for s in samples])),
-        labels=torch.from_numpy(np.stack([s.labels for s in samples])),
-        image_ids=torch.tensor([s.image_id for s in samples], dtype=torch.int64),
+        boxes=boxes,
+        labels=labels,
+        image_ids=image_ids,
         origins=torch.tensor([s.origin for s in samples], dtype=torch.int64),
     )
     if pin:
         batch = EncodedBatch(batch.data, *(t.pin_memory() for t in batch[1:]))
-    return batch, [e for s in samples for e in s.events]
+    return batch, events
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Per-image transforms: the MLPerf training augmentation and the evaluation resize.
 
 Training (mlperf-ssd-v0.7.md 3.2, in the reference's order): SSD random crop
-(:mod:`ssd_data.crop`), horizontal flip with p = 0.5, resize to 300x300 ignoring the aspect
+(:mod:`ssd_data.samples.crop`), horizontal flip with p = 0.5, resize to 300x300 ignoring the aspect
 ratio (PIL bilinear, as torchvision's Resize does on PIL images), colour jitter
-(:mod:`ssd_data.color`). Evaluation: resize to 300x300 only. Both return uint8 RGB in HWC
+(:mod:`ssd_data.host.color`). Evaluation: resize to 300x300 only. Both return uint8 RGB in HWC
 layout (the batch becomes a channels_last [N, 3, 300, 300] view; ImageNet normalisation happens
 on the device, interfaces.md).
 
@@ -12,7 +12,7 @@ All random numbers come from the ``numpy.random.Generator`` passed in, drawn in 
 and flip are decided on the normalised boxes before the image is decoded.
 
 ``impl="fast"`` (default) differs from ``impl="reference"`` only in (a) the fused colour jitter
-(:func:`ssd_data.color.jitter_fused`: one PIL colour-matrix pass instead of four PIL/torchvision
+(:func:`ssd_data.host.color.jitter_fused`: one PIL colour-matrix pass instead of four PIL/torchvision
 ops, mean absolute difference of a few grey levels, see tests/data/test_augment_color.py) and
 (b) JPEG draft mode (DCT-domain 1/2, 1/4, 1/8 downscaling while decoding) for images at least
 twice as large as the crop needs: for COCO's <= 640 pixel images only when both sides are
@@ -29,17 +29,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from PIL import Image
 
-from ssd_data.color import jitter_fused, jitter_reference, sample_jitter
-from ssd_data.crop import crop_pixels, flip_boxes, sample_crop
-from ssd_data.decode import load_rgb, open_image, rgb_array
+from ssd_data.host.color import jitter_fused, jitter_reference
+from ssd_data.host.decode import load_rgb, open_image, rgb_array
+from ssd_data.samples.crop import crop_pixels, flip_boxes, sample_crop
+from ssd_data.samples.jitter import sample_jitter
+from ssd_data.samples.loop import OUTPUT_SIZE, AugmentImpl
 
-OUTPUT_SIZE = 300
-AugmentImpl = Literal["fast", "reference"]
+__all__ = ["OUTPUT_SIZE", "AugmentImpl", "Augmented", "augment_train", "resize_eval"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def augment_train(
     """Read ``path`` and apply the training augmentation.
 
     ``boxes`` float32[n, 4] ltrb normalised to the image, ``labels`` int64[n]. Raises
-    :class:`ssd_data.decode.UnreadableImage` for a missing, truncated or non-image file.
+    :class:`ssd_data.host.decode.UnreadableImage` for a missing, truncated or non-image file.
     """
     image = open_image(path)
     decoded_hw = (image.size[1], image.size[0])
@@ -103,7 +103,7 @@ def augment_train(
 def resize_eval(path: Path, *, impl: AugmentImpl = "fast") -> tuple[np.ndarray, tuple[int, int]]:
     """Read ``path`` and resize it to uint8[300, 300, 3]; also returns the file's (height, width).
 
-    Raises :class:`ssd_data.decode.UnreadableImage`.
+    Raises :class:`ssd_data.host.decode.UnreadableImage`.
     """
     image = open_image(path)
     decoded_hw = (image.size[1], image.size[0])

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
 
-from ssd_data.samples import EvalSample, Event, TrainSample
+from ssd_data.samples.loop import EvalSample, Event, TrainSample
 
 
 class TrainBatch(NamedTuple):
@@ -51,6 +51,28 @@ def stack_images(images: Sequence[np.ndarray], channels_last: bool = True) -> to
     return batch if channels_last else batch.contiguous()
 
 
+class HasTargets(Protocol):
+    """What both paths' training samples carry besides the image (pixels or bytes)."""
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    image_id: int
+    events: list[Event]
+
+
+def stack_targets(
+    samples: Sequence[HasTargets],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[Event]]:
+    """The training targets of both input paths: ``boxes`` float32[N, M, 4], ``labels``
+    int64[N, M], ``image_ids`` int64[N], and the samples' events in order."""
+    return (
+        torch.from_numpy(np.stack([s.boxes for s in samples])),
+        torch.from_numpy(np.stack([s.labels for s in samples])),
+        torch.tensor([s.image_id for s in samples], dtype=torch.int64),
+        [e for s in samples for e in s.events],
+    )
+
+
 @dataclass(frozen=True)
 class TrainCollate:
     """Stack samples into a :class:`TrainBatch`; also returns the samples' events."""
@@ -75,13 +97,9 @@ def collate_train(
     samples: Sequence[TrainSample], channels_last: bool = True
 ) -> tuple[TrainBatch, list[Event]]:
     """Stack samples into a :class:`TrainBatch`; also returns the samples' events."""
-    batch = TrainBatch(
-        images=stack_images([s.image for s in samples], channels_last),
-        boxes=torch.from_numpy(np.stack([s.boxes for s in samples])),
-        labels=torch.from_numpy(np.stack([s.labels for s in samples])),
-        image_ids=torch.tensor([s.image_id for s in samples], dtype=torch.int64),
-    )
-    return batch, [e for s in samples for e in s.events]
+    boxes, labels, image_ids, events = stack_targets(samples)
+    images = stack_images([s.image for s in samples], channels_last)
+    return TrainBatch(images, boxes, labels, image_ids), events
 
 
 def collate_eval(

@@ -1,11 +1,11 @@
 """Which training-input path a loader takes (``data.augment_device``) and its parts.
 
-- CPU path: :class:`~ssd_data.samples.TrainSampleFn` (decode + augment in the loader workers)
-  and :class:`~ssd_data.batch.TrainCollate`; the loader yields CPU batches.
-- Device path: :class:`~ssd_data.device_samples.DeviceSampleFn` (bytes + decisions in the
-  workers), :class:`~ssd_data.device_batch.EncodedCollate` (pinned when CUDA is available and
-  ``data.pin_memory``), and a :class:`~ssd_data.device_augment.DeviceAugmenter` that the loader
-  applies to every batch (:func:`ssd_data.device_prefetch.device_batches`); the loader yields
+- CPU path: :class:`~ssd_data.host.samples.TrainSampleFn` (decode + augment in the loader workers)
+  and :class:`~ssd_data.samples.batch.TrainCollate`; the loader yields CPU batches.
+- Device path: :class:`~ssd_data.device.samples.DeviceSampleFn` (bytes + decisions in the
+  workers), :class:`~ssd_data.device.batch.EncodedCollate` (pinned when CUDA is available and
+  ``data.pin_memory``), and a :class:`~ssd_data.device.augment.DeviceAugmenter` that the loader
+  applies to every batch (:func:`ssd_data.device.prefetch.device_batches`); the loader yields
   batches already on the device.
 """
 
@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
-from ssd_data.batch import TrainCollate
 from ssd_data.coco import CocoIndex
 from ssd_data.config import DataConfig
-from ssd_data.device_augment import DeviceAugmenter
-from ssd_data.device_batch import EncodedCollate
-from ssd_data.device_samples import DeviceSampleFn
-from ssd_data.samples import TrainSampleFn
+from ssd_data.device.augment import DeviceAugmenter
+from ssd_data.device.batch import EncodedCollate
+from ssd_data.device.samples import DeviceSampleFn
+from ssd_data.host.samples import TrainSampleFn
+from ssd_data.samples.batch import TrainCollate
 
 
 def resolve_augment_device(setting: str, device: torch.device | str) -> torch.device | None:

@@ -11,7 +11,7 @@ layout::
     out/.synthetic.lock                  (serialises concurrent calls)
 
 Each image shows drawn objects whose class is visible from shape, texture and colour (see
-:mod:`ssd_data.synthetic_presets` for the difficulty levels). The jsons list COCO's real
+:mod:`ssd_data.synthetic.presets` for the difficulty levels). The jsons list COCO's real
 categories: by default all 80 (``categories="all"``, so a model built for COCO's 81 classes fits
 unchanged; categories without objects have no ground truth and COCO evaluation leaves them out of
 the mean), or only those the difficulty draws (``categories="used"``). Annotations follow COCO:
@@ -38,9 +38,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ssd_data.synthetic_categories import coco_category_dicts
-from ssd_data.synthetic_presets import PRESETS, Difficulty, resolve_difficulty
-from ssd_data.synthetic_render import render_image
+from ssd_data.synthetic.categories import coco_category_dicts
+from ssd_data.synthetic.presets import PRESETS, Difficulty, resolve_difficulty
+from ssd_data.synthetic.render import render_image
 
 __all__ = ["MARKER_NAME", "PRESETS", "Difficulty", "generate_synthetic_coco", "image_id_for"]
 
@@ -98,7 +98,7 @@ def _coco_json(
             "url": "",
             "version": f"synthetic-{GENERATOR_VERSION}",
             "year": 2017,
-            "contributor": "ssd_data.synthetic",
+            "contributor": "ssd_data.synthetic.generate",
             "date_created": "2017/09/01",
         },
         "licenses": [

@@ -1,19 +1,19 @@
 """Host side of the device input path: file bytes and every random decision, no decoding.
 
 :class:`DeviceSampleFn` is the device path's map function (it runs in the loader workers, like
-:class:`~ssd_data.samples.TrainSampleFn`). Per sample it reads the file's bytes, parses only
+:class:`~ssd_data.host.samples.TrainSampleFn`). Per sample it reads the file's bytes, parses only
 the image header (PIL, lazily: format, mode, width, height) and draws the crop, flip and colour
 jitter from the SAME per-(seed, epoch, position, attempt) stream
-(:func:`~ssd_data.samples.sample_rng`), with the same functions and in the same order as
-:func:`ssd_data.augment.augment_train` (:func:`~ssd_data.crop.sample_crop`, ``rng.random() <
-0.5``, :func:`~ssd_data.color.sample_jitter`). Boxes and labels are transformed here exactly as
+(:func:`~ssd_data.host.samples.sample_rng`), with the same functions and in the same order as
+:func:`ssd_data.host.augment.augment_train` (:func:`~ssd_data.samples.crop.sample_crop`, ``rng.random() <
+0.5``, :func:`~ssd_data.host.color.sample_jitter`). Boxes and labels are transformed here exactly as
 the CPU path does, so the two paths give bit-identical boxes, labels and image ids.
 
 Unreadable files:
 - missing / not an image (the header cannot be parsed): handled here exactly as the CPU path
   (replacement index drawn right away from the attempt's stream, ``bad_image`` event);
 - readable header but corrupt data (only the decoder finds out): the device side
-  (:mod:`ssd_data.device_augment`) retries the decode on the CPU with PIL and, if that fails too,
+  (:mod:`ssd_data.device.augment`) retries the decode on the CPU with PIL and, if that fails too,
   asks :meth:`DeviceSampleFn.replace` for the sample the CPU path would have used instead. The
   CPU path draws that replacement index after the crop/flip/jitter draws of the failed attempt;
   the host draws it at the same point of the stream and ships it as ``fallback_index``.
@@ -27,18 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ssd_data.color import sample_jitter
-from ssd_data.crop import crop_pixels, flip_boxes, sample_crop
-from ssd_data.decode import UnreadableImage, open_image
-from ssd_data.errors import BadImageError
-from ssd_data.samples import (
-    MAX_REPLACEMENTS,
-    Event,
-    SampleSource,
-    _size_events,
-    bad_image_error,
-    sample_rng,
-)
+from ssd_data.errors import UnreadableImage
+from ssd_data.host.decode import open_image
+from ssd_data.samples.crop import crop_pixels, flip_boxes, sample_crop
+from ssd_data.samples.jitter import sample_jitter
+from ssd_data.samples.loop import MAX_REPLACEMENTS, Event, SampleSource
 
 #: Columns of the parameter vector of one sample (float32, see :class:`EncodedSample`).
 P_LEFT, P_TOP, P_RIGHT, P_BOTTOM = (
@@ -64,7 +57,7 @@ class EncodedSample:
     ``boxes`` float32[M, 4] ltrb normalised to the output, zero-padded; ``labels`` int64[M],
     0 = padding; ``image_id`` COCO id; ``origin`` (epoch, position, dataset index, attempt,
     fallback index) to rebuild the CPU path's replacement; ``events`` as in
-    :mod:`ssd_data.samples`.
+    :mod:`ssd_data.host.samples`.
     """
 
     data: np.ndarray
@@ -80,7 +73,7 @@ def read_encoded(path: Path) -> tuple[np.ndarray, tuple[int, int], bool]:
     """The bytes of ``path`` (uint8[n], writable), the header's (height, width), and whether the
     file needs the CPU decoder (not a JPEG, or a JPEG mode the device decoders may not take:
     anything but RGB/YCbCr and greyscale). Raises :class:`UnreadableImage` like
-    :func:`ssd_data.decode.open_image` (missing file, unrecognised format)."""
+    :func:`ssd_data.host.decode.open_image` (missing file, unrecognised format)."""
     try:
         with open(path, "rb") as f:
             data = np.empty(path.stat().st_size, np.uint8)
@@ -99,7 +92,7 @@ def read_encoded(path: Path) -> tuple[np.ndarray, tuple[int, int], bool]:
 class DeviceSampleFn(SampleSource):
     """(epoch, position, dataset index) -> :class:`EncodedSample` (device path's map function).
 
-    The fields of :class:`~ssd_data.samples.SampleSource`, as the CPU path's; ``impl`` only
+    The fields of :class:`~ssd_data.host.samples.SampleSource`, as the CPU path's; ``impl`` only
     matters on the device (which colour jitter); decisions do not depend on it.
     """
 
@@ -111,39 +104,24 @@ class DeviceSampleFn(SampleSource):
         self, epoch: int, position: int, i: int, first_attempt: int, events: list[Event]
     ) -> EncodedSample:
         """The sample of ``position`` from attempt ``first_attempt`` on, starting at dataset
-        index ``i`` (the CPU path's loop over replacement attempts, without decoding)."""
-        for attempt in range(first_attempt, MAX_REPLACEMENTS + 1):
-            rng = sample_rng(self.seed, epoch, position, attempt)
-            path = self.path(i)
-            boxes, labels, crowd = self.index.annotations(i)
-            if not self.crowd_boxes:
-                boxes, labels = boxes[~crowd], labels[~crowd]
-            try:
-                data, hw, host_decode = read_encoded(path)
-            except UnreadableImage as e:
-                if self.policy == "error":
-                    raise bad_image_error(
-                        path, e.reason, self.index.image_id(i), self.index.path
-                    ) from None
-                events.append(("bad_image", str(path), e.reason))
-                i = int(rng.integers(self.index.num_images))
-                continue
-            item = (epoch, position, attempt)
-            return self._decide(data, hw, host_decode, boxes, labels, rng, i, events, item)
-        raise BadImageError(
-            f"{MAX_REPLACEMENTS + 1} unreadable images in a row under {self.image_dir} (last: "
-            f"{events[-1][1]}: {events[-1][2]}); is data.train_images the right folder?"
-        )
+        index ``i`` (the shared sample loop, reading bytes and drawing decisions, no decoding)."""
+
+        def attempt(
+            i: int, number: int, rng: np.random.Generator, boxes: np.ndarray, labels: np.ndarray
+        ) -> EncodedSample:
+            data, hw, host_decode = read_encoded(self.path(i))
+            return self._decide(
+                data, hw, host_decode, boxes, labels, rng, i, events, (epoch, position, number)
+            )
+
+        return self.draw(epoch, position, i, events, attempt, first_attempt)
 
     def replace(self, origin: tuple[int, int, int, int, int], events: list[Event]) -> EncodedSample:
         """The sample the CPU path uses when the image of ``origin`` cannot be decoded
         (the caller has recorded or raised the ``bad_image`` event)."""
         epoch, position, _, attempt, fallback = origin
         if attempt >= MAX_REPLACEMENTS:
-            raise BadImageError(
-                f"{MAX_REPLACEMENTS + 1} unreadable images in a row under {self.image_dir} "
-                f"(last: {events[-1][1] if events else '?'}); is data.train_images the right folder?"
-            )
+            raise self.too_many_unreadable(events)
         return self.sample(epoch, position, fallback, attempt + 1, events)
 
     def _decide(
@@ -185,16 +163,7 @@ class DeviceSampleFn(SampleSource):
         params[P_HEIGHT], params[P_WIDTH] = height, width
         params[P_HOST_DECODE] = float(host_decode)
         params[P_HUE_SHIFT] = int(np.int32(jitter.hue * 255)) % 256
-        path = self.path(i)
-        events += _size_events(path, self.index.image_size(i), hw)
-        k = len(out_boxes)
-        if k > self.max_boxes:
-            events.append(("dropped_boxes", str(path), k - self.max_boxes))
-            k = self.max_boxes
-        boxes_out = np.zeros((self.max_boxes, 4), np.float32)
-        labels_out = np.zeros(self.max_boxes, np.int64)
-        boxes_out[:k] = out_boxes[:k]
-        labels_out[:k] = out_labels[:k]
+        boxes_out, labels_out = self.fixed_boxes(i, hw, out_boxes, out_labels, events)
         epoch, position, attempt = item
         origin = (epoch, position, i, attempt, fallback)
         return EncodedSample(

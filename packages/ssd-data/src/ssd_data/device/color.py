@@ -1,7 +1,7 @@
 """Colour jitter of the device input path, batched over images with per-image factors and order.
 
 Images are float tensors [N, 3, H, W] holding whole grey levels 0..255 (RGB); ``params`` the
-float32 [N, P] decisions of :mod:`ssd_data.device_samples`. No host sync: the per-image order is
+float32 [N, P] decisions of :mod:`ssd_data.device.samples`. No host sync: the per-image order is
 applied by grouping the images by op at each step (host-side order lists).
 
 - :func:`jitter_reference_batch` re-does, op for op, what the CPU ``reference`` path does
@@ -10,8 +10,8 @@ applied by grouping the images by op at each step (host-side order lists).
   integer luma ``(19595 R + 38470 G + 7471 B + 2^15) >> 16``, the contrast mean rounded to an
   integer, PIL's RGB <-> HSV conversions. tests/data/test_device_color.py measures it against
   PIL.
-- :func:`jitter_fused_batch` is :func:`ssd_data.color.jitter_fused` on tensors: one affine colour
-  map per image (:func:`ssd_data.color.affine_map` composed batched), rounded once. Its mean colour
+- :func:`jitter_fused_batch` is :func:`ssd_data.host.color.jitter_fused` on tensors: one affine colour
+  map per image (:func:`ssd_data.host.color.affine_map` composed batched), rounded once. Its mean colour
   is the exact mean of the image (the CPU version uses a 4x4-reduced copy).
 """
 
@@ -21,9 +21,8 @@ import math
 
 import torch
 
-from ssd_data.color import BRIGHTNESS, CONTRAST, LUMA, SATURATION
-from ssd_data.device_resize import floor_pos
-from ssd_data.device_samples import (
+from ssd_data.device.resize import floor_pos
+from ssd_data.device.samples import (
     P_BRIGHTNESS,
     P_CONTRAST,
     P_HUE,
@@ -31,6 +30,7 @@ from ssd_data.device_samples import (
     P_ORDER,
     P_SATURATION,
 )
+from ssd_data.samples.jitter import BRIGHTNESS, CONTRAST, LUMA, SATURATION
 
 
 def _col(params: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
@@ -150,7 +150,7 @@ def jitter_reference_batch(
 
 def _hue_rotation_batch(hue: torch.Tensor) -> torch.Tensor:
     """float64 [N, 3, 3] rotations about the grey axis by ``hue`` [N] turns
-    (:func:`ssd_data.color.hue_rotation` batched)."""
+    (:func:`ssd_data.host.color.hue_rotation` batched)."""
     theta = 2 * math.pi * hue.double()
     k = torch.full((3,), 1 / math.sqrt(3), dtype=torch.float64, device=hue.device)
     cross = torch.tensor(
@@ -162,7 +162,7 @@ def _hue_rotation_batch(hue: torch.Tensor) -> torch.Tensor:
 
 
 def affine_maps(params: torch.Tensor, mean_rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A float64 [N, 3, 3], t float64 [N, 3]): :func:`ssd_data.color.affine_map` for every image;
+    """(A float64 [N, 3, 3], t float64 [N, 3]): :func:`ssd_data.host.color.affine_map` for every image;
     ``mean_rgb`` float64 [N, 3] is each image's mean colour before jitter."""
     n, dev = params.shape[0], params.device
     p = params.double()

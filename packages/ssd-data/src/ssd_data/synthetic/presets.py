@@ -25,7 +25,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ssd_data.synthetic_categories import COCO_CATEGORIES
+from ssd_data.synthetic.categories import COCO_CATEGORIES
 
 RGB = tuple[int, int, int]
 

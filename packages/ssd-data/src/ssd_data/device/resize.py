@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ssd_data.augment import OUTPUT_SIZE
+from ssd_data.samples.loop import OUTPUT_SIZE
 
 #: PIL's fixed-point precision of resampling weights for 8-bit images (Resample.c).
 PRECISION_BITS = 32 - 8 - 2

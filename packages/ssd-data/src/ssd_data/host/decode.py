@@ -13,14 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ssd_data.errors import UnreadableImage
 
-class UnreadableImage(Exception):
-    """An image file that cannot be decoded; ``reason`` says why in a few words."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
+__all__ = ["UnreadableImage", "load_rgb", "open_image", "rgb_array"]
 
 
 def open_image(path: Path) -> Image.Image:
