@@ -118,7 +118,7 @@ def _eval_row(args: argparse.Namespace) -> list[str]:
     from ssd_core import ModelConfig, build_detector
     from ssd_eval import EvalConfig
     from ssd_eval.synthetic import make_ground_truth
-    from ssd_train.evaluation import Evaluation
+    from ssd_train.validation import Evaluation
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gt = make_ground_truth(args.eval_images, seed=0)

@@ -9,10 +9,10 @@ from ssd_core.loss import SSDLoss
 from ssd_core.model import SSD300
 from ssd_data.config import DEFAULT_MAX_BOXES
 from ssd_train.benchmark import COCO_NUM_CLASSES, compile_counts, synthetic_batch
-from ssd_train.config import OptimConfig
 from ssd_train.lr_schedule import LRSchedule
 from ssd_train.optim import build_optimizer
 from ssd_train.train_step import TrainStep
+from ssd_train.trainer_config import OptimConfig
 
 # The shapes and settings of ``ssd-train --mode benchmark --compile true --data.batch-size 2
 # --precision fp32`` (tests/train/test_benchmark.py): the same graphs, so whichever test runs second

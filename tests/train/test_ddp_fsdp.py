@@ -21,9 +21,9 @@ import torch
 from ssd_core.loss import SSDLoss
 from ssd_core.model import SSD300
 from ssd_train.benchmark import synthetic_batch
-from ssd_train.config import OptimConfig
 from ssd_train.optim import build_optimizer
 from ssd_train.train_step import TrainStep
+from ssd_train.trainer_config import OptimConfig
 
 NUM_CLASSES = 5
 BATCH = 1
@@ -36,7 +36,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from ssd_core.loss import SSDLoss
 from ssd_core.model import SSD300
 from ssd_train.benchmark import compile_counts, synthetic_batch
-from ssd_train.config import DistributedConfig, OptimConfig
+from ssd_train.trainer_config import DistributedConfig, OptimConfig
 from ssd_train.distributed import barrier, destroy, init_distributed, wrap_model
 from ssd_train.optim import build_optimizer
 from ssd_train.train_step import TrainStep

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 from ssd_data.sampler import EpochClock
-from ssd_train.config import ScheduleConfig
 from ssd_train.lr_schedule import LRSchedule, base_learning_rate, decay_steps_from_epochs
+from ssd_train.trainer_config import ScheduleConfig
 
 NVIDIA_DECAY_ITERATIONS = (5658, 7072)  # epoch_start current_iter_num of 1-based epochs 45, 56
 

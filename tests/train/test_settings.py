@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 from ssd_train.__main__ import main
-from ssd_train.report.help_text import DESCRIPTIONS, plain_text
 from ssd_train.settings import Settings, SettingsLoadError, load_settings
+from ssd_train.settings_cli import DESCRIPTIONS, plain_text
 
 
 @pytest.fixture(autouse=True)
@@ -214,7 +214,7 @@ def test_scoring_process_only_on_cuda_unless_set() -> None:
     """eval.asynchronous unset: a scoring process when training on CUDA, none on a CPU; a value
     given on the command line or in a preset is kept on either device."""
     import torch
-    from ssd_train.evaluation import scoring_config
+    from ssd_train.validation import scoring_config
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     unset = load_settings([]).eval

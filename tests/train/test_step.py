@@ -9,10 +9,10 @@ from ssd_core.box_coder import encode
 from ssd_core.loss import SSDLoss
 from ssd_core.preprocess import normalize_images
 from ssd_train.benchmark import synthetic_batch
-from ssd_train.config import OptimConfig
 from ssd_train.lr_schedule import LRSchedule
 from ssd_train.optim import build_optimizer
 from ssd_train.train_step import StepOutput, TrainStep, ensure_momentum_buffers
+from ssd_train.trainer_config import OptimConfig
 from torch import Tensor, nn
 
 A, C = 8732, 5

@@ -15,10 +15,10 @@ import pytest
 from ssd_eval.result import EvalResult
 from ssd_train import trainer as trainer_module
 from ssd_train.__main__ import main
-from ssd_train.default_job import prepare_dataset
-from ssd_train.evaluation import Evaluation
+from ssd_train.dataset import prepare_dataset
 from ssd_train.settings import load_settings
 from ssd_train.trainer import Trainer
+from ssd_train.validation import Evaluation
 
 
 @pytest.fixture(autouse=True)

@@ -30,8 +30,8 @@ def _input_errors() -> tuple[type[Exception], ...]:
 
     from ssd_train.checkpoint.manager import CheckpointError
     from ssd_train.checkpoint.weights import ExportError
-    from ssd_train.default_job import DatasetClassesError
-    from ssd_train.eval_mode import WeightsError
+    from ssd_train.dataset import DatasetClassesError
+    from ssd_train.score_weights import WeightsError
 
     return (
         DataError,
@@ -67,7 +67,7 @@ def unwrap_worker_error(message: str) -> str:
             message = message[lines[-1].end() :]
     if not _TORCH_HINT.search(message):
         return message.strip()
-    from ssd_train.eval_mode import torch_load_problem
+    from ssd_train.score_weights import torch_load_problem
 
     return _TORCH_HINT.sub(torch_load_problem(message), message).strip()
 
@@ -178,15 +178,15 @@ def _run(settings: Settings) -> int:
 
         run_benchmark(settings)
         return 0
-    from ssd_train.default_job import check_annotations_before_start, prepare_dataset
+    from ssd_train.dataset import check_annotations_before_start, prepare_dataset
 
     if settings.mode == "eval":
-        from ssd_train.eval_mode import check_weights_arg
+        from ssd_train.score_weights import check_weights_arg
 
         check_weights_arg(settings.weights)
     settings, synthetic = prepare_dataset(settings)
     if settings.mode == "eval":
-        from ssd_train.eval_mode import evaluate_weights
+        from ssd_train.score_weights import evaluate_weights
 
         evaluate_weights(settings)
         return 0

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ssd_train.config import DistributedConfig
+from ssd_train.trainer_config import DistributedConfig
 
 T = TypeVar("T")
 

@@ -30,16 +30,16 @@ from ssd_data import DataConfig
 from ssd_eval import EvalConfig
 
 from ssd_train.checkpoint.config import CheckpointConfig
-from ssd_train.config import (
+from ssd_train.report.config import LoggingConfig
+from ssd_train.resilience.config import ResilienceConfig
+from ssd_train.settings_cli import HelpCliSource, root_parser
+from ssd_train.trainer_config import (
     BenchmarkConfig,
     DistributedConfig,
     OptimConfig,
     ScheduleConfig,
     SyntheticConfig,
 )
-from ssd_train.report.config import LoggingConfig
-from ssd_train.report.help_text import HelpCliSource, root_parser
-from ssd_train.resilience.config import ResilienceConfig
 
 ENV_PREFIX = "SSD_"
 CONFIG_ENV = "SSD_CONFIG"

@@ -35,7 +35,6 @@ from ssd_train.distributed import (
     seed_everything,
     set_collective_timeout,
 )
-from ssd_train.evaluation import EvalHistory, Evaluation, RunEvaluations
 from ssd_train.lr_schedule import LRSchedule, decay_steps_from_epochs
 from ssd_train.optim import device_learning_rates
 from ssd_train.report.mlperf_log import evaluation_blocks
@@ -47,6 +46,7 @@ from ssd_train.resilience.watchdog import StepWatchdog
 from ssd_train.run_setup import RunOutcome, RunStatus, start_run
 from ssd_train.settings import Settings
 from ssd_train.train_step import StepOutput
+from ssd_train.validation import EvalHistory, Evaluation, RunEvaluations
 
 
 class Trainer:
@@ -54,7 +54,7 @@ class Trainer:
 
     Args:
         settings: resolved settings with the dataset and ``model.num_classes`` known
-            (``ssd_train.default_job.prepare_dataset``).
+            (``ssd_train.dataset.prepare_dataset``).
         synthetic_data: the dataset is ssd_data's synthetic one (logs the open division).
     """
 

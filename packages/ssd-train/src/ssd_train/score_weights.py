@@ -18,10 +18,10 @@ from torch import nn
 
 from ssd_train.checkpoint.weights import ExportError
 from ssd_train.components import autocast_dtype_for
-from ssd_train.default_job import DatasetClassesError
+from ssd_train.dataset import DatasetClassesError
 from ssd_train.distributed import destroy, init_distributed
-from ssd_train.evaluation import Evaluation
 from ssd_train.settings import Settings
+from ssd_train.validation import Evaluation
 
 
 class WeightsError(ValueError):
