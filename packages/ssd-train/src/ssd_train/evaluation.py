@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from ssd_core import forward_normalized
 from ssd_eval import CocoEvaluator, EvalConfig, EvalResult
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from ssd_data import EvalLoader
 
 
 def scoring_config(cfg: EvalConfig, device: torch.device) -> EvalConfig:
@@ -34,7 +37,8 @@ class Evaluation:
     """Runs inference and scoring for one run (build once, call :meth:`run` at each evaluation).
 
     Args:
-        loader: ``ssd_data`` EvalLoader yielding ``EvalBatch(images uint8[N,3,300,300], image_ids, sizes)``.
+        loader: ``ssd_data`` EvalLoader yielding ``EvalBatch(images uint8[N,3,300,300], image_ids, sizes)``;
+            its index's label map is the one evaluation uses.
         annotations: ground-truth json of the validation set (the full file; scoring uses all of it).
         postprocessor: ``ssd_core.postprocess.PostProcessor``.
         cfg: the ``eval`` settings section.
@@ -47,7 +51,7 @@ class Evaluation:
 
     def __init__(
         self,
-        loader: object,
+        loader: EvalLoader,
         annotations: Path,
         postprocessor: Callable[[Tensor, Tensor], Any],
         cfg: EvalConfig,
@@ -62,7 +66,11 @@ class Evaluation:
         self.device = device
         self.autocast_dtype = autocast_dtype
         self.channels_last = channels_last
-        self.evaluator = CocoEvaluator(annotations, config=scoring_config(cfg, device))
+        self.evaluator = CocoEvaluator(
+            annotations,
+            config=scoring_config(cfg, device),
+            label_to_category_id=loader.index.label_to_category_id,
+        )
         self.keep_first_batch = keep_first_batch
         self.first_batch: tuple[Tensor, Tensor, Any] | None = None
 
