@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+COCO_NUM_CLASSES = 81
+"""C of a model for COCO: its 80 categories + background (label 0)."""
+
 
 class ModelConfig(BaseModel):
     """Settings for :func:`ssd_core.build.build_detector`."""
@@ -16,7 +19,7 @@ class ModelConfig(BaseModel):
         None,
         ge=2,
         description=(
-            "classes including the background (81 for COCO); unset = the dataset's categories + 1,"
+            f"classes including the background ({COCO_NUM_CLASSES} for COCO); unset = the dataset's categories + 1,"
             " a value is checked against the dataset"
         ),
     )

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from ssd_core import COCO_NUM_CLASSES
 from torch import Tensor
 
 from ssd_train.components import build_components, synthetic_batch
@@ -28,9 +29,6 @@ from ssd_train.distributed import (
 from ssd_train.lr_schedule import base_learning_rate
 from ssd_train.settings import Settings
 from ssd_train.train_step import ensure_momentum_buffers
-
-COCO_NUM_CLASSES = 81
-"""Classes of the benchmark's model when ``model.num_classes`` is unset: COCO's 80 + background."""
 
 
 @dataclass(frozen=True)

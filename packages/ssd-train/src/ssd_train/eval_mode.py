@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import torch
-from ssd_core import build_detector
+from ssd_core import COCO_NUM_CLASSES, build_detector
 from ssd_data import build_eval_loader
 from ssd_eval import EvalResult, format_summary
 from torch import nn
@@ -131,7 +131,7 @@ def evaluate_weights(settings: Settings) -> EvalResult:
     evaluation = None
     try:
         dataset_classes = settings.model.num_classes  # from the val json (prepare_dataset)
-        num_classes = weights_num_classes(settings.weights, dataset_classes or 81)
+        num_classes = weights_num_classes(settings.weights, dataset_classes or COCO_NUM_CLASSES)
         if dataset_classes is not None and num_classes != dataset_classes:
             raise DatasetClassesError(
                 f"{settings.weights} holds a model of {num_classes} classes but"

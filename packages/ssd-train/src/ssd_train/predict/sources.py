@@ -146,9 +146,10 @@ def label_map(metadata: Mapping[str, Any], num_classes: int, gt: Any = None) -> 
     2. ``metadata["categories"]`` (a COCO categories list, if the weights carry one);
     3. the val json named in ``metadata["settings"]["data"]["val_annotations"]`` when it exists;
     4. the synthetic dataset's categories when the settings describe the synthetic default job;
-    5. COCO 2017's 80 categories when ``num_classes == 81``;
+    5. COCO 2017's 80 categories when ``num_classes == COCO_NUM_CLASSES`` (81);
     6. ``"class <i>"`` with category id ``i``.
     """
+    from ssd_core import COCO_NUM_CLASSES
     from ssd_data.synthetic.categories import coco_category_dicts
 
     if gt is not None:
@@ -176,7 +177,7 @@ def label_map(metadata: Mapping[str, Any], num_classes: int, gt: Any = None) -> 
     synthetic = _synthetic_categories(settings, num_classes)
     if synthetic is not None:
         return synthetic
-    if num_classes == 81:
+    if num_classes == COCO_NUM_CLASSES:
         return from_categories(coco_category_dicts(), "COCO 2017's 80 categories")
     names = ["background", *(f"class {i}" for i in range(1, num_classes))]
     return LabelMap(names, list(range(num_classes)), "numbered classes (no names known)")
