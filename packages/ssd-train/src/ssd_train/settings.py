@@ -192,6 +192,13 @@ class Settings(BaseSettings):
         """Images per optimiser step over all ranks."""
         return self.data.batch_size * world_size * self.optim.grad_accumulation_steps
 
+    def base_learning_rate(self, world_size: int) -> float:
+        """The run's base LR: ``optim.lr_per_32`` scaled to :meth:`global_batch_size` by NVIDIA's
+        rule (``lr_schedule.base_learning_rate``)."""
+        from ssd_train.lr_schedule import base_learning_rate
+
+        return base_learning_rate(self.optim.lr_per_32, self.global_batch_size(world_size))
+
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
