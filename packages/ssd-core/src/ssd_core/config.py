@@ -24,10 +24,11 @@ class ModelConfig(BaseModel):
         ),
     )
     backbone_weights: str | None = Field(
-        "imagenet",
+        None,
         description=(
             "'imagenet' = torchvision ResNet34 IMAGENET1K_V1 from the torch hub cache "
-            "(fetch with `ssd-data download --backbone`); none = random init; else a state-dict path"
+            "(fetch with `ssd-data download --backbone`; the MLPerf presets); none = random init "
+            "(runs offline); else a state-dict path"
         ),
     )
     score_threshold: float = Field(0.05, ge=0.0, lt=1.0, description="keep class scores > this")

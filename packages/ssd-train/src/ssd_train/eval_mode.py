@@ -125,8 +125,7 @@ def weights_num_classes(weights: Path, default: int) -> int:
 
 def evaluate_weights(settings: Settings) -> EvalResult:
     """Evaluate ``settings.weights`` on ``settings.data``'s validation set; returns the result (all ranks)."""
-    check_weights_arg(settings.weights)
-    assert settings.weights is not None
+    assert settings.weights is not None  # check_weights_arg ran first (ssd_train.__main__)
     ctx = init_distributed(settings.distributed, settings.device)
     evaluation = None
     try:

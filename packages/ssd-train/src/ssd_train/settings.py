@@ -49,16 +49,6 @@ _SOURCES: contextvars.ContextVar[tuple[list[str], Path | None]] = contextvars.Co
 )
 
 
-def default_job_model() -> ModelConfig:
-    """The default job trains from scratch (runs offline); the MLPerf presets load ImageNet weights."""
-    return ModelConfig(backbone_weights=None)
-
-
-def default_job_data() -> DataConfig:
-    """The default job's pipeline: CPU-sized batches; the synthetic 'starter' images hold <= 3 objects."""
-    return DataConfig(batch_size=8, eval_batch_size=16, max_boxes=16, num_workers=1)
-
-
 class SettingsLoadError(ValueError):
     """Settings could not be resolved; the message says which setting, why, and how to set it."""
 
@@ -131,8 +121,8 @@ class Settings(BaseSettings):
         None,
         description="--mode eval: a checkpoint folder (checkpoints/step-N) or exported weights (.pt).",
     )
-    model: ModelConfig = Field(default_job_model(), description="Model (ssd_core).")
-    data: DataConfig = Field(default_job_data(), description="Data pipeline (ssd_data).")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Model (ssd_core).")
+    data: DataConfig = Field(default_factory=DataConfig, description="Data pipeline (ssd_data).")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation (ssd_eval).")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser.")
     schedule: ScheduleConfig = Field(
