@@ -36,6 +36,7 @@ from ssd_train.config import (
     OptimConfig,
     ScheduleConfig,
     SyntheticConfig,
+    subsection,
 )
 from ssd_train.report.config import LoggingConfig
 from ssd_train.report.help_text import HelpCliSource, root_parser
@@ -121,29 +122,19 @@ class Settings(BaseSettings):
         None,
         description="--mode eval: a checkpoint folder (checkpoints/step-N) or exported weights (.pt).",
     )
-    model: ModelConfig = Field(default_factory=ModelConfig, description="Model (ssd_core).")
-    data: DataConfig = Field(default_factory=DataConfig, description="Data pipeline (ssd_data).")
-    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation (ssd_eval).")
-    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser.")
-    schedule: ScheduleConfig = Field(
-        default_factory=ScheduleConfig, description="LR and eval schedule."
+    model: ModelConfig = subsection(ModelConfig, "Model (ssd_core).")
+    data: DataConfig = subsection(DataConfig, "Data pipeline (ssd_data).")
+    eval: EvalConfig = subsection(EvalConfig, "Evaluation (ssd_eval).")
+    optim: OptimConfig = subsection(OptimConfig, "Optimiser.")
+    schedule: ScheduleConfig = subsection(ScheduleConfig, "LR and eval schedule.")
+    checkpoint: CheckpointConfig = subsection(CheckpointConfig, "Checkpoints.")
+    resilience: ResilienceConfig = subsection(
+        ResilienceConfig, "Preemption, watchdog, non-finite loss."
     )
-    checkpoint: CheckpointConfig = Field(
-        default_factory=CheckpointConfig, description="Checkpoints."
-    )
-    resilience: ResilienceConfig = Field(
-        default_factory=ResilienceConfig, description="Preemption, watchdog, non-finite loss."
-    )
-    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
-    distributed: DistributedConfig = Field(
-        default_factory=DistributedConfig, description="Distribution."
-    )
-    benchmark: BenchmarkConfig = Field(
-        default_factory=BenchmarkConfig, description="Benchmark mode."
-    )
-    synthetic: SyntheticConfig = Field(
-        default_factory=SyntheticConfig, description="Synthetic dataset."
-    )
+    logging: LoggingConfig = subsection(LoggingConfig, "Logging.")
+    distributed: DistributedConfig = subsection(DistributedConfig, "Distribution.")
+    benchmark: BenchmarkConfig = subsection(BenchmarkConfig, "Benchmark mode.")
+    synthetic: SyntheticConfig = subsection(SyntheticConfig, "Synthetic dataset.")
 
     @classmethod
     def settings_customise_sources(
