@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 from ssd_core import COCO_NUM_CLASSES, build_detector
-from ssd_data import build_eval_loader
 from ssd_eval import EvalResult, format_summary
 from torch import nn
 
@@ -144,20 +143,12 @@ def evaluate_weights(settings: Settings) -> EvalResult:
         memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         model = detector.model.to(device=ctx.device, memory_format=memory_format)
         what = load_weights_into(model, settings.weights)
-        loader = build_eval_loader(settings.data, ctx.rank, ctx.world_size)
-        evaluation = Evaluation(
-            loader,
-            Path(settings.data.val_annotations),
-            detector.postprocessor,
-            settings.eval,
-            device=ctx.device,
-            autocast_dtype=autocast_dtype_for(settings.precision, ctx.device),
-            channels_last=settings.channels_last,
-        )
+        autocast = autocast_dtype_for(settings.precision, ctx.device)
+        evaluation = Evaluation.for_run(settings, ctx, detector.postprocessor, autocast)
         result = evaluation.run(model, 0, asynchronous=False)
         assert result is not None
         if ctx.is_main:
-            print(f"COCO box evaluation of {what} on {loader.num_samples} images:")
+            print(f"COCO box evaluation of {what} on {evaluation.num_samples} images:")
             print(format_summary(result.stats), flush=True)
         return result
     finally:

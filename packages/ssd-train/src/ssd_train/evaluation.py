@@ -16,11 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from ssd_core import forward_normalized
+from ssd_data import build_eval_loader
 from ssd_eval import CocoEvaluator, EvalConfig, EvalResult
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from ssd_data import EvalLoader
+
+    from ssd_train.distributed import DistributedContext
+    from ssd_train.settings import Settings
 
 
 def scoring_config(cfg: EvalConfig, device: torch.device) -> EvalConfig:
@@ -127,6 +131,29 @@ class Evaluation:
 
     def close(self) -> None:
         self.evaluator.close()
+
+    @classmethod
+    def for_run(
+        cls,
+        settings: Settings,
+        ctx: DistributedContext,
+        postprocessor: Callable[[Tensor, Tensor], Any],
+        autocast_dtype: torch.dtype | None,
+        *,
+        keep_first_batch: bool = False,
+    ) -> Evaluation:
+        """The run's evaluation: this rank's shard of ``settings.data``'s validation set, scored
+        against its annotation file with ``settings.eval``."""
+        return cls(
+            build_eval_loader(settings.data, ctx.rank, ctx.world_size),
+            Path(settings.data.val_annotations),
+            postprocessor,
+            settings.eval,
+            device=ctx.device,
+            autocast_dtype=autocast_dtype,
+            channels_last=settings.channels_last,
+            keep_first_batch=keep_first_batch,
+        )
 
 
 @dataclass
