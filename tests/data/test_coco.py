@@ -139,7 +139,7 @@ def test_any_coco_format_dataset_class_count(tmp_path: Path) -> None:
         (lambda d: d.pop("categories"), r"missing list 'categories'"),
         (
             lambda d: d["categories"].append({"id": 9, "name": "dup"}),
-            r"category id 9 appears twice",
+            r"categories\[3\] .* repeats the id of categories\[0\]",
         ),
     ],
 )

@@ -23,7 +23,7 @@ def main() -> None:
     from ssd_eval.config import EvalConfig
     from ssd_eval.evaluator import CocoEvaluator, EvaluationError
     from ssd_eval.synthetic import make_detections
-    from ssd_eval_testcase import tensor_batches
+    from ssd_eval_testcase import file_order_labels, tensor_batches
 
     torch.set_num_threads(1)
     rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
@@ -35,7 +35,9 @@ def main() -> None:
     image_ids = [im["id"] for im in gt["images"]]
     shard = image_ids[rank::world]  # disjoint, interleaved, uneven sizes are fine
     report: dict[str, object] = {}
-    evaluator = CocoEvaluator(out / "gt.json", EvalConfig(asynchronous=False))
+    evaluator = CocoEvaluator(
+        out / "gt.json", EvalConfig(asynchronous=False), label_to_category_id=file_order_labels(gt)
+    )
 
     batches, _ = tensor_batches(gt, rows, batch_size=7, image_ids=shard)
     for batch in batches:

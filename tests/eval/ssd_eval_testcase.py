@@ -46,6 +46,12 @@ def records_from_rows(rows: np.ndarray) -> list[dict[str, Any]]:
     ]
 
 
+def file_order_labels(gt: dict[str, Any]) -> list[int]:
+    """The label map of ``gt`` written out (interfaces.md "Label map"): entry i is the category id
+    of the i-th entry of gt['categories'] in file order; entry 0 (background) is 0."""
+    return [0, *(category["id"] for category in gt["categories"])]
+
+
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 

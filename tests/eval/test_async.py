@@ -20,7 +20,7 @@ from ssd_eval.groundtruth import load_ground_truth
 from ssd_eval.scoring import CocoScorer
 from ssd_eval.synthetic import make_detections, make_ground_truth
 
-from .ssd_eval_testcase import tensor_batches
+from .ssd_eval_testcase import file_order_labels, tensor_batches
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,9 @@ def test_interpreter_exit_without_close_does_not_hang(
 def test_evaluator_async_equals_sync(job: tuple[Path, dict, np.ndarray]) -> None:
     path, gt, rows = job
     batches, _ = tensor_batches(gt, rows, batch_size=16)
-    with CocoEvaluator(path, EvalConfig(asynchronous=True)) as evaluator:
+    with CocoEvaluator(
+        path, EvalConfig(asynchronous=True), label_to_category_id=file_order_labels(gt)
+    ) as evaluator:
         assert evaluator.poll() == []  # nothing submitted yet
         for batch in batches:
             evaluator.add(*batch)

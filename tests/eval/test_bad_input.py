@@ -16,6 +16,8 @@ from ssd_eval.groundtruth import GroundTruthError, load_ground_truth
 from ssd_eval.scoring import CocoScorer
 from ssd_eval.tensor_detections import TensorDetectionsError
 
+from .ssd_eval_testcase import file_order_labels
+
 
 def _score_records(gt: dict, records: object) -> list[float]:
     return CocoScorer(load_ground_truth(gt)).score(rows_from_records(records)).stats
@@ -157,7 +159,9 @@ def _one_image_batch(**override: torch.Tensor) -> dict[str, torch.Tensor]:
     ],
 )
 def test_bad_tensor_values_are_named(tiny_gt: dict, override: dict, message: str) -> None:
-    evaluator = CocoEvaluator(tiny_gt, EvalConfig(asynchronous=False))
+    evaluator = CocoEvaluator(
+        tiny_gt, EvalConfig(asynchronous=False), label_to_category_id=file_order_labels(tiny_gt)
+    )
     evaluator.add(**_one_image_batch(**override))
     with pytest.raises(EvaluationError, match=r"invalid detections: rank 0, image #0 .*" + message):
         evaluator.evaluate()
@@ -165,7 +169,9 @@ def test_bad_tensor_values_are_named(tiny_gt: dict, override: dict, message: str
 
 def test_values_beyond_counts_are_ignored(tiny_gt: dict) -> None:
     """Padding slots (>= count) may hold anything, even NaN and out-of-range labels."""
-    evaluator = CocoEvaluator(tiny_gt, EvalConfig(asynchronous=False))
+    evaluator = CocoEvaluator(
+        tiny_gt, EvalConfig(asynchronous=False), label_to_category_id=file_order_labels(tiny_gt)
+    )
     evaluator.add(
         **_one_image_batch(
             boxes=torch.tensor([[[0.1, 0.1, 0.3, 0.4], [float("nan")] * 4]]),
@@ -192,6 +198,8 @@ def test_values_beyond_counts_are_ignored(tiny_gt: dict) -> None:
     ],
 )
 def test_bad_tensor_shapes_fail_at_add(tiny_gt: dict, override: dict, message: str) -> None:
-    evaluator = CocoEvaluator(tiny_gt, EvalConfig(asynchronous=False))
+    evaluator = CocoEvaluator(
+        tiny_gt, EvalConfig(asynchronous=False), label_to_category_id=file_order_labels(tiny_gt)
+    )
     with pytest.raises(TensorDetectionsError, match=message):
         evaluator.add(**_one_image_batch(**override))

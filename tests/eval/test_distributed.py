@@ -17,7 +17,7 @@ from ssd_eval.evaluator import CocoEvaluator
 from ssd_eval.synthetic import make_detections, make_ground_truth
 
 from . import dist_worker
-from .ssd_eval_testcase import pycocotools_stats, tensor_batches
+from .ssd_eval_testcase import file_order_labels, pycocotools_stats, tensor_batches
 
 HERE = Path(__file__).resolve().parent
 
@@ -62,7 +62,9 @@ def two_rank_reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, li
 
 def _single_process_stats(gt: dict, image_ids: list[int] | None = None) -> list[float]:
     rows = make_detections(gt, **dist_worker.DETECTIONS)
-    evaluator = CocoEvaluator(gt, EvalConfig(asynchronous=False))
+    evaluator = CocoEvaluator(
+        gt, EvalConfig(asynchronous=False), label_to_category_id=file_order_labels(gt)
+    )
     batches, records = tensor_batches(gt, rows, batch_size=5, image_ids=image_ids)
     for batch in batches:
         evaluator.add(*batch)

@@ -9,13 +9,13 @@ from ssd_eval.config import EvalConfig
 from ssd_eval.evaluator import CocoEvaluator, EvaluationError
 from ssd_eval.synthetic import make_detections, make_ground_truth
 
-from .ssd_eval_testcase import pycocotools_stats, tensor_batches
+from .ssd_eval_testcase import file_order_labels, pycocotools_stats, tensor_batches
 
 SYNC = EvalConfig(asynchronous=False)
 
 
 def test_conversion_to_pixels_and_category_ids(tiny_gt: dict) -> None:
-    evaluator = CocoEvaluator(tiny_gt, SYNC)
+    evaluator = CocoEvaluator(tiny_gt, SYNC, label_to_category_id=file_order_labels(tiny_gt))
     boxes = torch.zeros(2, 3, 4)
     boxes[0, 0] = torch.tensor([0.125, 0.25, 0.375, 0.5])  # image 10 is 200 wide, 100 high
     boxes[1, 0] = torch.tensor([0.5, 0.25, 0.75, 1.0])  # image 20 is 50 x 50
@@ -44,7 +44,7 @@ def test_stats_equal_pycocotools_with_unsorted_categories() -> None:
     )
     batches, records = tensor_batches(gt, rows, batch_size=16)
 
-    evaluator = CocoEvaluator(gt, SYNC)
+    evaluator = CocoEvaluator(gt, SYNC, label_to_category_id=file_order_labels(gt))
     for batch in batches:
         evaluator.add(*batch)
     result = evaluator.evaluate(epoch=3)
@@ -55,7 +55,7 @@ def test_stats_equal_pycocotools_with_unsorted_categories() -> None:
 
 
 def test_batches_with_different_k_and_an_empty_batch(tiny_gt: dict) -> None:
-    evaluator = CocoEvaluator(tiny_gt, SYNC)
+    evaluator = CocoEvaluator(tiny_gt, SYNC, label_to_category_id=file_order_labels(tiny_gt))
     evaluator.add(
         torch.tensor([10]),
         torch.tensor([[[0.1, 0.1, 0.3, 0.4]]]),
@@ -84,7 +84,7 @@ def test_batches_with_different_k_and_an_empty_batch(tiny_gt: dict) -> None:
 
 
 def test_evaluate_clears_and_reset_forgets(tiny_gt: dict) -> None:
-    evaluator = CocoEvaluator(tiny_gt, SYNC)
+    evaluator = CocoEvaluator(tiny_gt, SYNC, label_to_category_id=file_order_labels(tiny_gt))
     batch = (
         torch.tensor([10]),
         torch.tensor([[[0.1, 0.1, 0.3, 0.4]]]),
@@ -104,7 +104,7 @@ def test_evaluate_clears_and_reset_forgets(tiny_gt: dict) -> None:
 
 
 def test_image_added_twice_is_an_error(tiny_gt: dict) -> None:
-    evaluator = CocoEvaluator(tiny_gt, SYNC)
+    evaluator = CocoEvaluator(tiny_gt, SYNC, label_to_category_id=file_order_labels(tiny_gt))
     batch = (
         torch.tensor([10, 10]),
         torch.zeros(2, 1, 4),
@@ -118,7 +118,7 @@ def test_image_added_twice_is_an_error(tiny_gt: dict) -> None:
 
 
 def test_no_detections_at_all_scores_zero(tiny_gt: dict) -> None:
-    evaluator = CocoEvaluator(tiny_gt, SYNC)
+    evaluator = CocoEvaluator(tiny_gt, SYNC, label_to_category_id=file_order_labels(tiny_gt))
     result = evaluator.evaluate(epoch=0)
     # Ground truth: a small box (area 100) and a medium one (1200), none large; without any
     # detection precision and recall are 0 where ground truth exists, -1 (no gt) for large.
@@ -131,7 +131,7 @@ def test_add_does_not_read_values_on_the_host(
 ) -> None:
     """add() must not sync with the device: every way of reading a tensor value on the host
     fails while it runs (checks happen later, in gather)."""
-    evaluator = CocoEvaluator(tiny_gt, SYNC)
+    evaluator = CocoEvaluator(tiny_gt, SYNC, label_to_category_id=file_order_labels(tiny_gt))
     batch = (
         torch.tensor([10, 20]),
         torch.rand(2, 4, 4).sort(dim=-1).values,

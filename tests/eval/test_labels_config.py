@@ -1,4 +1,6 @@
-"""Label map (file order, not id order) and EvalConfig."""
+"""The caller's label map checked against the ground truth, the ground truth's lookup arrays, and
+EvalConfig. (The label map's rule itself lives in ssd_data: tests/train/test_label_map_agreement.py
+feeds one json to ssd_data, ssd_eval and ssd-predict.)"""
 
 from __future__ import annotations
 
@@ -6,37 +8,41 @@ import numpy as np
 import pydantic
 import pytest
 from ssd_eval.config import EvalConfig
-from ssd_eval.groundtruth import load_ground_truth
-from ssd_eval.labels import LabelMapError, category_id_to_label, label_to_category_id, num_classes
-
-
-def test_label_map_follows_file_order() -> None:
-    categories = [{"id": 90, "name": "z"}, {"id": 1, "name": "a"}, {"id": 44, "name": "m"}]
-    np.testing.assert_array_equal(label_to_category_id(categories), [-1, 90, 1, 44])
-    assert category_id_to_label(categories) == {90: 1, 1: 2, 44: 3}
-    assert num_classes(categories) == 4
+from ssd_eval.evaluator import CocoEvaluator
+from ssd_eval.groundtruth import GroundTruthError, check_label_map, load_ground_truth
 
 
 def test_ground_truth_lookup_arrays(tiny_gt: dict) -> None:
     gt = load_ground_truth(tiny_gt)
-    np.testing.assert_array_equal(gt.label_to_category_id, [-1, 7, 3])
     np.testing.assert_array_equal(gt.image_ids, [10, 20])
     np.testing.assert_array_equal(gt.heights, [100, 50])
     np.testing.assert_array_equal(gt.widths, [200, 50])
-    assert gt.num_classes == 3 and gt.category_ids == [3, 7]
+    assert gt.category_ids == [3, 7]
+
+
+def test_the_label_map_comes_from_the_caller(tiny_gt: dict) -> None:
+    """Any order the caller gives is used as given (ssd_eval derives no map of its own)."""
+    evaluator = CocoEvaluator(
+        tiny_gt, EvalConfig(asynchronous=False), label_to_category_id=[0, 3, 7]
+    )
+    assert evaluator.num_classes == 3
+    np.testing.assert_array_equal(evaluator.label_to_category_id, [0, 3, 7])
+    assert evaluator.label_to_category_id.dtype == np.int64
 
 
 @pytest.mark.parametrize(
-    ("categories", "message"),
+    ("labels", "message"),
     [
-        ([{"id": 1}, {"id": 1}], r"categories\[1\] .* repeats the id of categories\[0\]"),
-        ([{"name": "x"}], r"categories\[0\] .* has no 'id'"),
-        ([{"id": "3"}], r"categories\[0\] .*'id' must be an integer"),
+        ([0, 7, 4], r"does not fit 'categories' \[3, 7\] \(ids \[4\] are not listed\)"),
+        ([0, 7, 7], r"an id repeats"),
+        ([0], r"must be integers \[C >= 2\]"),
+        ([[0, 7, 3]], r"must be integers \[C >= 2\]"),
+        ([0.0, 7.0, 3.0], r"must be integers \[C >= 2\]"),
     ],
 )
-def test_bad_categories(categories: list, message: str) -> None:
-    with pytest.raises(LabelMapError, match=message):
-        label_to_category_id(categories)
+def test_a_label_map_that_does_not_fit_is_named(tiny_gt: dict, labels: list, message: str) -> None:
+    with pytest.raises(GroundTruthError, match=r"<dict>: .*" + message):
+        check_label_map(load_ground_truth(tiny_gt), labels)
 
 
 def test_eval_config_defaults_and_validation() -> None:

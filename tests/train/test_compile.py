@@ -7,7 +7,7 @@ import pytest
 import torch
 from ssd_core.loss import SSDLoss
 from ssd_core.model import SSD300
-from ssd_data.config import DEFAULT_MAX_BOXES
+from ssd_data.config import COCO_MAX_BOXES
 from ssd_train.benchmark import COCO_NUM_CLASSES, compile_counts, synthetic_batch
 from ssd_train.lr_schedule import LRSchedule
 from ssd_train.optim import build_optimizer
@@ -32,12 +32,12 @@ def _run(compile: bool) -> tuple[list[float], dict[str, torch.Tensor], list[tupl
     schedule = LRSchedule(base_lr=1e-3)
     counts = []
     if compile:
-        step.warm_up(synthetic_batch(BATCH, DEFAULT_MAX_BOXES, NUM_CLASSES, CPU, seed=50))
+        step.warm_up(synthetic_batch(BATCH, COCO_MAX_BOXES, NUM_CLASSES, CPU, seed=50))
         counts.append(compile_counts())
     losses, after_first = [], {}
     for k in range(2):
         schedule.apply(opt, k)
-        batch = synthetic_batch(BATCH, DEFAULT_MAX_BOXES, NUM_CLASSES, CPU, seed=k)
+        batch = synthetic_batch(BATCH, COCO_MAX_BOXES, NUM_CLASSES, CPU, seed=k)
         losses.append(float(step([batch]).loss))
         if k == 0:
             after_first = {n: p.detach().clone() for n, p in model.named_parameters()}

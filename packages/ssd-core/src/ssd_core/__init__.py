@@ -13,6 +13,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "COCO_NUM_CLASSES": "ssd_core.config",
     "Detections": "ssd_core.postprocess",
     "Detector": "ssd_core.build",
     "ModelConfig": "ssd_core.config",

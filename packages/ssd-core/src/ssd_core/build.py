@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from ssd_core.config import ModelConfig
+from ssd_core.config import COCO_NUM_CLASSES, ModelConfig
 from ssd_core.loss import SSDLoss
 from ssd_core.model import SSD300
 from ssd_core.postprocess import PostProcessor
@@ -23,9 +23,10 @@ class Detector(NamedTuple):
 def build_detector(cfg: ModelConfig) -> Detector:
     """Build SSD300 (loading backbone weights as configured), SSDLoss and PostProcessor.
 
-    ``cfg.num_classes`` unset means COCO's 81 (the trainer sets it from the dataset first).
+    ``cfg.num_classes`` unset means COCO's (the trainer sets it from the dataset first).
     """
-    model = SSD300(num_classes=cfg.num_classes or 81, backbone_weights=cfg.backbone_weights)
+    num_classes = cfg.num_classes or COCO_NUM_CLASSES
+    model = SSD300(num_classes=num_classes, backbone_weights=cfg.backbone_weights)
     postprocessor = PostProcessor(
         score_threshold=cfg.score_threshold,
         nms_iou_threshold=cfg.nms_iou_threshold,

@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+COCO_NUM_CLASSES = 81
+"""C of a model for COCO: its 80 categories + background (label 0)."""
+
 
 class ModelConfig(BaseModel):
     """Settings for :func:`ssd_core.build.build_detector`."""
@@ -16,15 +19,16 @@ class ModelConfig(BaseModel):
         None,
         ge=2,
         description=(
-            "classes including the background (81 for COCO); unset = the dataset's categories + 1,"
+            f"classes including the background ({COCO_NUM_CLASSES} for COCO); unset = the dataset's categories + 1,"
             " a value is checked against the dataset"
         ),
     )
     backbone_weights: str | None = Field(
-        "imagenet",
+        None,
         description=(
             "'imagenet' = torchvision ResNet34 IMAGENET1K_V1 from the torch hub cache "
-            "(fetch with `ssd-data download --backbone`); none = random init; else a state-dict path"
+            "(fetch with `ssd-data download --backbone`; the MLPerf presets); none = random init "
+            "(runs offline); else a state-dict path"
         ),
     )
     score_threshold: float = Field(0.05, ge=0.0, lt=1.0, description="keep class scores > this")

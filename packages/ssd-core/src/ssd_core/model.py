@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ssd_core.anchors import BOXES_PER_LOCATION
 from ssd_core.backbone import ResNet34Trunk, load_backbone_weights
+from ssd_core.config import COCO_NUM_CLASSES
 
 FEATURE_CHANNELS: tuple[int, ...] = (256, 512, 512, 256, 256, 256)
 # (mid channels, stride, padding) of each extra block's 3x3 conv; its 1x1 conv maps to ``mid``.
@@ -100,7 +101,9 @@ class SSD300(nn.Module):
     Extra blocks and heads get Xavier-uniform weights and PyTorch's default biases.
     """
 
-    def __init__(self, num_classes: int = 81, backbone_weights: str | Path | None = None) -> None:
+    def __init__(
+        self, num_classes: int = COCO_NUM_CLASSES, backbone_weights: str | Path | None = None
+    ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(

@@ -18,6 +18,7 @@ _EXPORTS = {
     "DataError": "ssd_data.errors",
     "EvalBatch": "ssd_data.samples.batch",
     "EvalLoader": "ssd_data.pipeline",
+    "LabelMapError": "ssd_data.labels",
     "TrainBatch": "ssd_data.samples.batch",
     "TrainLoader": "ssd_data.pipeline",
     "build_eval_loader": "ssd_data.pipeline",
@@ -28,6 +29,7 @@ _EXPORTS = {
     "download_coco": "ssd_data.download",
     "generate_synthetic_coco": "ssd_data.synthetic.generate",
     "label_map": "ssd_data.labels",
+    "label_to_category_id": "ssd_data.labels",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ssd_data.errors import AnnotationError
-from ssd_data.labels import label_map, label_to_category_id
+from ssd_data.labels import LabelMapError, label_map, label_to_category_id
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +123,6 @@ class CocoIndex:
         """int64[C]: COCO category id of each contiguous label (index 0 unused, 0)."""
         return label_to_category_id(self.categories)
 
-    @property
-    def category_to_label(self) -> dict[int, int]:
-        """COCO category id -> contiguous label (1..C-1)."""
-        return label_map(self.categories)
-
     def image_id(self, i: int) -> int:
         """COCO id of selected image ``i``."""
         return int(self.image_ids[self.rows[i]])
@@ -195,11 +190,9 @@ def _load_json(path: Path) -> dict[str, Any]:
 def _parse(path: Path) -> dict[str, np.ndarray]:
     data = _load_json(path)
     categories: list[dict[str, Any]] = data["categories"]
-    for c, cat in enumerate(categories):
-        _as_int(path, _get(path, cat, "id", f"categories[{c}]"), f"categories[{c}]", "id")
     try:
         cat_to_label = label_map(categories)
-    except ValueError as e:
+    except LabelMapError as e:
         raise _fail(path, "categories", str(e)) from None
 
     images: Sequence[dict[str, Any]] = data["images"]

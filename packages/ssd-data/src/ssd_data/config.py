@@ -7,11 +7,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-#: Default padding size M of the ground-truth boxes of a training batch. COCO train2017's most
-#: crowded image has 93 annotations (val2017: 63), so 128 keeps every box with margin; an image
-#: with more boxes loses the extra ones, and they are counted (``stats()["dropped_boxes_max"]``)
-#: and logged.
-DEFAULT_MAX_BOXES = 128
+#: Padding size M of the ground-truth boxes of a training batch that COCO needs (the presets set
+#: it). COCO train2017's most crowded image has 93 annotations (val2017: 63), so 128 keeps every
+#: box with margin; an image with more boxes loses the extra ones, and they are counted
+#: (``stats()["dropped_boxes_max"]``) and logged.
+COCO_MAX_BOXES = 128
 
 
 class DataConfig(BaseModel):
@@ -35,15 +35,21 @@ class DataConfig(BaseModel):
         None, description="default: root/annotations/instances_val2017.json"
     )
 
-    batch_size: int = Field(32, ge=1, description="training images per step and rank")
-    eval_batch_size: int = Field(32, ge=1, description="evaluation images per batch and rank")
-    num_workers: int = Field(4, ge=0, description="decode/augment workers per rank (0 = inline)")
+    # The defaults are CPU-sized (the default job); the presets set GPU-sized values.
+    batch_size: int = Field(8, ge=1, description="training images per step and rank")
+    eval_batch_size: int = Field(16, ge=1, description="evaluation images per batch and rank")
+    num_workers: int = Field(1, ge=0, description="decode/augment workers per rank (0 = inline)")
     worker_type: Literal["thread", "process"] = "thread"
     multiprocessing_context: Literal["fork", "forkserver", "spawn"] | None = Field(
         None, description="start method of process workers (None: the platform's default)"
     )
     max_boxes: int = Field(
-        DEFAULT_MAX_BOXES, ge=1, description="M: boxes per image in a training batch (padded)"
+        16,
+        ge=1,
+        description=(
+            "M: boxes per image in a training batch (padded); the default job's synthetic "
+            f"images hold <= 3 objects, COCO needs {COCO_MAX_BOXES}"
+        ),
     )
     crop_attempts: int = Field(
         1, description="SSD random-crop attempts per drawn option: 1 or 50 (logged as max_samples)"

@@ -18,9 +18,8 @@ _EXPORTS = {
     "EvaluationError": "ssd_eval.evaluator",
     "GroundTruth": "ssd_eval.groundtruth",
     "GroundTruthError": "ssd_eval.groundtruth",
-    "LabelMapError": "ssd_eval.labels",
     "format_summary": "ssd_eval.summary",
-    "label_to_category_id": "ssd_eval.labels",
+    "check_label_map": "ssd_eval.groundtruth",
     "load_ground_truth": "ssd_eval.groundtruth",
     "read_json": "ssd_eval.groundtruth",
 }

@@ -1,4 +1,4 @@
-"""COCO detections as a float64 array, read from / written to COCO results json, and checked.
+"""COCO detections as a float64 array, read from a COCO results json (or list), and checked.
 
 The array form used throughout ssd_eval is `rows`: float64 [R, 7] with columns
 (image_id, x, y, w, h, score, category_id); boxes are COCO xywh in original-image pixels.
@@ -6,7 +6,6 @@ The array form used throughout ssd_eval is `rows`: float64 [R, 7] with columns
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,11 +20,6 @@ COLUMNS = ("image_id", "x", "y", "w", "h", "score", "category_id")
 
 class DetectionsError(ValueError):
     """A detection record is malformed or does not fit the ground truth."""
-
-
-def empty_rows() -> np.ndarray:
-    """float64 [0, 7]."""
-    return np.zeros((0, len(COLUMNS)), dtype=np.float64)
 
 
 def _is_int(value: Any) -> bool:
@@ -132,9 +126,3 @@ def rows_to_records(rows: np.ndarray) -> list[dict[str, Any]]:
         {"image_id": i, "category_id": c, "bbox": b, "score": s}
         for i, c, b, s in zip(image_ids, category_ids, boxes, scores, strict=True)
     ]
-
-
-def save_detections(rows: np.ndarray, path: str | Path) -> None:
-    """Write rows [R, 7] as a COCO results json file."""
-    with Path(path).open("w") as handle:
-        json.dump(rows_to_records(rows), handle)

@@ -3,7 +3,8 @@
 
 Typical use in a training loop (every rank):
 
-    evaluator = CocoEvaluator(cfg.data.val_annotations, config=cfg.eval)
+    labels = eval_loader.index.label_to_category_id     # the label map, from ssd_data
+    evaluator = CocoEvaluator(cfg.data.val_annotations, cfg.eval, label_to_category_id=labels)
     for batch in eval_loader:
         dets = postprocess(*model(batch.images))
         evaluator.add(batch.image_ids, dets.boxes, dets.scores, dets.labels, dets.counts)
@@ -15,7 +16,7 @@ Typical use in a training loop (every rank):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from ssd_eval.gather import (
     padded_all_gather,
     rank_and_world,
 )
-from ssd_eval.groundtruth import GroundTruth, load_ground_truth
+from ssd_eval.groundtruth import GroundTruth, check_label_map, load_ground_truth
 from ssd_eval.result import STAT_NAMES, EvalResult
 from ssd_eval.scoring import CocoScorer
 from ssd_eval.tensor_detections import (
@@ -78,19 +79,26 @@ class CocoEvaluator:
     """COCO box evaluator for detections given as tensors (see ssd_eval.tensor_detections).
 
     Args:
-        gt: ground-truth json path, dict or GroundTruth; every rank loads it (image sizes and
-            the label map are needed where the detections are converted).
+        gt: ground-truth json path, dict or GroundTruth; every rank loads it (image sizes are
+            needed where the detections are converted).
         config: EvalConfig (asynchronous, backend, start_method, max_pending).
+        label_to_category_id: int [C], the model's label map: entry i is the COCO category id of
+            contiguous label i (1..C-1), entry 0 (background) unused. The caller builds it
+            (interfaces.md "Label map"; ``ssd_data.label_to_category_id``); it is checked
+            against the categories of ``gt``.
     """
 
     def __init__(
         self,
         gt: str | Path | Mapping[str, Any] | GroundTruth,
         config: EvalConfig | None = None,
+        *,
+        label_to_category_id: Sequence[int] | np.ndarray,
     ) -> None:
         self.config = config or EvalConfig()
         self._gt_source = gt if isinstance(gt, GroundTruth | Mapping) else str(gt)
         self.gt = load_ground_truth(gt)
+        self.label_to_category_id = check_label_map(self.gt, label_to_category_id)
         self._tables: dict[torch.device, LookupTables] = {}
         self._scorer: CocoScorer | None = None
         self._async: AsyncScorer | None = None
@@ -101,8 +109,8 @@ class CocoEvaluator:
 
     @property
     def num_classes(self) -> int:
-        """C = categories in the ground truth + 1."""
-        return self.gt.num_classes
+        """C = entries of the label map (categories + 1)."""
+        return int(self.label_to_category_id.shape[0])
 
     def reset(self) -> None:
         """Forget the detections added so far (and the last gathered set)."""
@@ -139,7 +147,9 @@ class CocoEvaluator:
     def _local_rows(self, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
         device = self._packed[0].device if self._packed else torch.device("cpu")
         if device not in self._tables:
-            self._tables[device] = LookupTables.from_ground_truth(self.gt, device)
+            self._tables[device] = LookupTables.from_ground_truth(
+                self.gt, self.label_to_category_id, device
+            )
         packed, counts = concat_batches(self._packed, self._counts, device)
         rows = to_coco_rows(packed, counts, self._tables[device], rank=rank)
         image_ids = (

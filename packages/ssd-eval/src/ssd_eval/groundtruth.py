@@ -2,21 +2,20 @@
 
 `load_ground_truth` parses the json once, checks the fields that box scoring relies on (and that
 pycocotools would otherwise fail on deep inside, or silently misread), and keeps the lookup arrays
-the evaluator needs: image sizes by image id and the inverse label map.
+the evaluator needs: image sizes by image id and the category ids. The label map (contiguous
+label -> category id) is not derived here: the caller of `CocoEvaluator` hands it over.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from ssd_eval.labels import LabelMapError, label_to_category_id
 
 
 def read_json(path: Path, error: type[Exception], what: str) -> Any:
@@ -43,7 +42,6 @@ class GroundTruth:
         source: file it came from ("<dict>" when built from a dict).
         image_ids: int64 [I], sorted ascending.
         heights, widths: int64 [I], original image size in pixels, aligned with `image_ids`.
-        label_to_category_id: int64 [C]; index 0 (background) holds -1.
         category_ids: sorted list of the COCO category ids.
     """
 
@@ -52,13 +50,7 @@ class GroundTruth:
     image_ids: np.ndarray
     heights: np.ndarray
     widths: np.ndarray
-    label_to_category_id: np.ndarray
     category_ids: list[int]
-
-    @property
-    def num_classes(self) -> int:
-        """C = number of categories + 1."""
-        return int(self.label_to_category_id.shape[0])
 
     @property
     def num_images(self) -> int:
@@ -97,6 +89,23 @@ def _check_images(images: Any, source: str) -> dict[int, tuple[int, int]]:
             raise _fail(source, f"images[{index}] repeats image id {image_id}")
         sizes[image_id] = (height, width)
     return sizes
+
+
+def _check_categories(categories: Any, source: str) -> list[int]:
+    if not isinstance(categories, list):
+        raise _fail(source, "'categories' must be a list of objects")
+    seen: dict[int, int] = {}
+    for index, category in enumerate(categories):
+        category_id = category.get("id") if isinstance(category, Mapping) else None
+        if not _is_int(category_id):
+            raise _fail(source, f"categories[{index}] = {category!r}: 'id' must be an integer")
+        if category_id in seen:
+            raise _fail(
+                source,
+                f"categories[{index}] = {category!r} repeats the id of categories[{seen[category_id]}]",
+            )
+        seen[category_id] = index
+    return sorted(seen)
 
 
 def _check_annotations(
@@ -140,11 +149,7 @@ def ground_truth_from_dict(dataset: Mapping[str, Any], source: str = "<dict>") -
         if key not in dataset:
             raise _fail(source, f"missing '{key}' (is this a COCO instances_*.json file?)")
     sizes = _check_images(dataset["images"], source)
-    try:
-        inverse_map = label_to_category_id(dataset["categories"])
-    except LabelMapError as error:
-        raise _fail(source, str(error)) from None
-    category_ids = sorted(int(c) for c in inverse_map[1:])
+    category_ids = _check_categories(dataset["categories"], source)
     _check_annotations(dataset["annotations"], source, sizes, set(category_ids))
     image_ids = np.asarray(sorted(sizes), dtype=np.int64)
     heights = np.asarray([sizes[int(i)][0] for i in image_ids], dtype=np.int64)
@@ -155,9 +160,38 @@ def ground_truth_from_dict(dataset: Mapping[str, Any], source: str = "<dict>") -
         image_ids=image_ids,
         heights=heights,
         widths=widths,
-        label_to_category_id=inverse_map,
         category_ids=category_ids,
     )
+
+
+def check_label_map(
+    gt: GroundTruth, label_to_category_id: Sequence[int] | np.ndarray
+) -> np.ndarray:
+    """The model's label map as int64 [C], checked against ``gt``.
+
+    ``label_to_category_id[label]`` is the COCO category id of contiguous label 1..C-1; entry 0
+    (background) is not used. The caller owns the rule that builds it (interfaces.md "Label
+    map"; ``ssd_data.label_to_category_id``). Raises GroundTruthError when it is not a 1-D
+    integer array of at least two entries, or when labels 1..C-1 name a category id twice or one
+    that ``gt``'s 'categories' does not list.
+    """
+    array = np.asarray(label_to_category_id)
+    if array.ndim != 1 or array.shape[0] < 2 or array.dtype.kind not in "iu":
+        raise _fail(
+            gt.source,
+            "the label map must be integers [C >= 2] (entry i = category id of label i), got "
+            f"{array.dtype} {tuple(array.shape)}",
+        )
+    ids = array[1:].tolist()
+    unknown = sorted(set(ids) - set(gt.category_ids))
+    if unknown or len(set(ids)) != len(ids):
+        raise _fail(
+            gt.source,
+            f"the model's label map {ids} does not fit 'categories' {gt.category_ids}"
+            + (f" (ids {unknown} are not listed)" if unknown else " (an id repeats)")
+            + ": evaluate on the dataset the model was trained for",
+        )
+    return array.astype(np.int64)
 
 
 def load_ground_truth(gt: str | Path | Mapping[str, Any] | GroundTruth) -> GroundTruth:

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-_LINES = (
-    # (AP or AR, IoU, area, maxDets)
-    (1, "0.50:0.95", "all", 100),
-    (1, "0.50", "all", 100),
-    (1, "0.75", "all", 100),
-    (1, "0.50:0.95", "small", 100),
-    (1, "0.50:0.95", "medium", 100),
-    (1, "0.50:0.95", "large", 100),
-    (0, "0.50:0.95", "all", 1),
-    (0, "0.50:0.95", "all", 10),
-    (0, "0.50:0.95", "all", 100),
-    (0, "0.50:0.95", "small", 100),
-    (0, "0.50:0.95", "medium", 100),
-    (0, "0.50:0.95", "large", 100),
+_IOUS = "0.50:0.95"
+_AREAS = ("small", "medium", "large")
+_LINES = (  # (AP or AR, IoU, area, maxDets), in COCOeval.summarize()'s order
+    *((1, iou, "all", 100) for iou in (_IOUS, "0.50", "0.75")),
+    *((1, _IOUS, area, 100) for area in _AREAS),
+    *((0, _IOUS, "all", max_dets) for max_dets in (1, 10, 100)),
+    *((0, _IOUS, area, 100) for area in _AREAS),
 )
 
 

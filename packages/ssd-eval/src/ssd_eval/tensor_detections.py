@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ssd_eval.groundtruth import GroundTruth
@@ -36,14 +37,15 @@ class LookupTables:
     category_ids: torch.Tensor
 
     @classmethod
-    def from_ground_truth(cls, gt: GroundTruth, device: torch.device) -> LookupTables:
+    def from_ground_truth(
+        cls, gt: GroundTruth, label_to_category_id: np.ndarray, device: torch.device
+    ) -> LookupTables:
+        """Tables of ``gt`` and the label map int64 [C] (``check_label_map``'s output)."""
         return cls(
             image_ids=torch.as_tensor(gt.image_ids, dtype=torch.int64, device=device),
             heights=torch.as_tensor(gt.heights, dtype=torch.float64, device=device),
             widths=torch.as_tensor(gt.widths, dtype=torch.float64, device=device),
-            category_ids=torch.as_tensor(
-                gt.label_to_category_id, dtype=torch.float64, device=device
-            ),
+            category_ids=torch.as_tensor(label_to_category_id, dtype=torch.float64, device=device),
         )
 
 
@@ -138,7 +140,7 @@ def _first_problem(
 
 _REASONS = {
     "finite": "a value is not finite",
-    "label": "label is outside 1..C-1 (C = {num_classes}: categories in the ground truth + 1)",
+    "label": "label is outside 1..C-1 (C = {num_classes}: entries of the label map)",
     "image": "image_id is not in the ground truth",
     "size": "the box has right < left or bottom < top (negative size)",
 }

@@ -25,8 +25,8 @@ class InputError(ValueError):
 
 def _input_errors() -> tuple[type[Exception], ...]:
     """Errors whose message already says which file or setting is wrong and what to do."""
-    from ssd_data import DataError
-    from ssd_eval import GroundTruthError, LabelMapError
+    from ssd_data import DataError, LabelMapError
+    from ssd_eval import GroundTruthError
 
     from ssd_train.checkpoint.manager import CheckpointError
     from ssd_train.checkpoint.weights import ExportError

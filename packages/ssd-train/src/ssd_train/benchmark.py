@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from ssd_core import COCO_NUM_CLASSES
 
 from ssd_train.components import build_components, synthetic_batch
 from ssd_train.distributed import (
@@ -25,12 +25,9 @@ from ssd_train.distributed import (
     init_distributed,
     seed_everything,
 )
-from ssd_train.lr_schedule import base_learning_rate
+from ssd_train.lr_schedule import LRSchedule
 from ssd_train.settings import Settings
 from ssd_train.train_step import ensure_momentum_buffers
-
-COCO_NUM_CLASSES = 81
-"""Classes of the benchmark's model when ``model.num_classes`` is unset: COCO's 80 + background."""
 
 
 @dataclass(frozen=True)
@@ -120,12 +117,8 @@ def run_benchmark(settings: Settings) -> BenchmarkResult:
         seed_everything(seed + ctx.rank)
         c = build_components(settings, ctx)
         global_batch = settings.global_batch_size(ctx.world_size)
-        lr = base_learning_rate(settings.optim.lr_per_32, global_batch) * 0.01  # small: stay finite
-        for group in c.optimizer.param_groups:
-            if isinstance(group["lr"], Tensor):
-                group["lr"].fill_(lr)
-            else:
-                group["lr"] = lr
+        small = settings.base_learning_rate(ctx.world_size) * 0.01  # small: stay finite
+        LRSchedule(small).apply(c.optimizer, 0)
         ensure_momentum_buffers(c.optimizer)
         if ctx.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(ctx.device)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
-from ssd_core import build_detector, encode_compute_dtype
+from ssd_core import COCO_NUM_CLASSES, build_detector, encode_compute_dtype
 from torch import Tensor, nn
 
 from ssd_train.distributed import DistributedContext, wrap_model
@@ -50,7 +50,11 @@ class Components:
         data, accum = settings.data, settings.optim.grad_accumulation_steps
         device = next(self.model.parameters()).device
         batch = synthetic_batch(
-            data.batch_size, data.max_boxes, settings.model.num_classes or 81, device, seed=seed
+            data.batch_size,
+            data.max_boxes,
+            settings.model.num_classes or COCO_NUM_CLASSES,
+            device,
+            seed=seed,
         )
         self.train_step.warm_up(batch, micro_batches=accum)
 

@@ -125,8 +125,8 @@ def check_annotations_before_start(settings: Settings, *, synthetic: bool) -> No
         ssd_data.AnnotationError: a structural problem in either file.
         ValueError: ``logging.mlperf.division = closed`` with settings that cannot pass its rules.
     """
+    from ssd_train.distributed import launched_world_size
     from ssd_train.run_setup import planned_division
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if planned_division(settings, world_size, synthetic_data=synthetic) == "open":
+    if planned_division(settings, launched_world_size(), synthetic_data=synthetic) == "open":
         check_annotation_files(settings.data)

@@ -57,10 +57,16 @@ def resolve_device(preference: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def launched_world_size() -> int:
+    """Processes torchrun launched (its ``WORLD_SIZE``); 1 without torchrun. Known before the
+    process group starts; :class:`DistributedContext` carries it afterwards."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
 def init_distributed(cfg: DistributedConfig, device_preference: str = "auto") -> DistributedContext:
     """Start the process group when launched by torchrun (``WORLD_SIZE`` > 1); set the CUDA device."""
     rank = int(os.environ.get("RANK", "0"))
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_preference, local_rank)
     if device.type == "cuda":
@@ -95,7 +101,7 @@ def elastic_restart_store(timeout: datetime.timedelta) -> dist.Store | None:
     base = dist.TCPStore(
         os.environ["MASTER_ADDR"],
         int(os.environ["MASTER_PORT"]),
-        int(os.environ["WORLD_SIZE"]),
+        launched_world_size(),
         is_master=False,
         timeout=timeout,
     )

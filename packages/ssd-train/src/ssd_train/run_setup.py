@@ -12,7 +12,6 @@ from typing import Any, Literal
 import torch
 
 from ssd_train.distributed import DistributedContext, broadcast_object, broadcast_seed
-from ssd_train.lr_schedule import base_learning_rate
 from ssd_train.report.mlperf_log import (
     MLPerfHyperparameters,
     MLPerfLogger,
@@ -86,7 +85,7 @@ def mlperf_hyperparameters(
     settings: Settings, seed: int, global_batch: int, base_lr: float
 ) -> MLPerfHyperparameters:
     """The values the closed SSD rules want logged: the settings plus the run's global batch
-    (``Settings.global_batch_size``) and base LR (``lr_schedule.base_learning_rate``)."""
+    (``Settings.global_batch_size``) and base LR (``Settings.base_learning_rate``)."""
     return MLPerfHyperparameters(
         seed=seed,
         global_batch_size=global_batch,
@@ -99,6 +98,15 @@ def mlperf_hyperparameters(
         max_samples=settings.data.crop_attempts,
         gradient_accumulation_steps=settings.optim.grad_accumulation_steps,
         decay_factor=settings.schedule.decay_factor,
+    )
+
+
+def run_hyperparameters(settings: Settings, seed: int, world_size: int) -> MLPerfHyperparameters:
+    """:func:`mlperf_hyperparameters` of a run on ``world_size`` ranks: where the run's global
+    batch and base LR are computed (:func:`start_run` hands them on in :class:`RunStart`)."""
+    global_batch = settings.global_batch_size(world_size)
+    return mlperf_hyperparameters(
+        settings, seed, global_batch, settings.base_learning_rate(world_size)
     )
 
 
@@ -118,9 +126,7 @@ def planned_division(settings: Settings, world_size: int, *, synthetic_data: boo
     Raises:
         ValueError: ``division = "closed"`` with settings that cannot pass the closed rules.
     """
-    global_batch = settings.global_batch_size(world_size)
-    base_lr = base_learning_rate(settings.optim.lr_per_32, global_batch)
-    hp = mlperf_hyperparameters(settings, 0, global_batch, base_lr)
+    hp = run_hyperparameters(settings, 0, world_size)
     return mlperf_division(settings, hp, synthetic_data=synthetic_data)
 
 
@@ -165,9 +171,7 @@ def start_run(settings: Settings, ctx: DistributedContext, *, synthetic_data: bo
     cache_clear, init_start, hyperparameters (every rank; rank 0 writes)."""
     run_dir = resolve_run_dir(settings.run_dir, ctx)
     seed = resolve_seed(settings.seed, run_dir, ctx)
-    global_batch = settings.global_batch_size(ctx.world_size)
-    base_lr = base_learning_rate(settings.optim.lr_per_32, global_batch)
-    hp = mlperf_hyperparameters(settings, seed, global_batch, base_lr)
+    hp = run_hyperparameters(settings, seed, ctx.world_size)
     division = mlperf_division(settings, hp, synthetic_data=synthetic_data)
     write_config(settings, run_dir, ctx)
     mllog = MLPerfLogger(run_dir, settings.logging.mlperf, rank=ctx.rank)
@@ -175,4 +179,4 @@ def start_run(settings: Settings, ctx: DistributedContext, *, synthetic_data: bo
     mllog.cache_clear(caches_cleared())
     mllog.init_start()
     mllog.hyperparameters(hp)
-    return RunStart(run_dir, seed, global_batch, base_lr, mllog)
+    return RunStart(run_dir, seed, hp.global_batch_size, hp.base_learning_rate, mllog)

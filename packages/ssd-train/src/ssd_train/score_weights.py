@@ -11,8 +11,7 @@ import json
 from pathlib import Path
 
 import torch
-from ssd_core import build_detector
-from ssd_data import build_eval_loader
+from ssd_core import COCO_NUM_CLASSES, build_detector
 from ssd_eval import EvalResult, format_summary
 from torch import nn
 
@@ -125,13 +124,12 @@ def weights_num_classes(weights: Path, default: int) -> int:
 
 def evaluate_weights(settings: Settings) -> EvalResult:
     """Evaluate ``settings.weights`` on ``settings.data``'s validation set; returns the result (all ranks)."""
-    check_weights_arg(settings.weights)
-    assert settings.weights is not None
+    assert settings.weights is not None  # check_weights_arg ran first (ssd_train.__main__)
     ctx = init_distributed(settings.distributed, settings.device)
     evaluation = None
     try:
         dataset_classes = settings.model.num_classes  # from the val json (prepare_dataset)
-        num_classes = weights_num_classes(settings.weights, dataset_classes or 81)
+        num_classes = weights_num_classes(settings.weights, dataset_classes or COCO_NUM_CLASSES)
         if dataset_classes is not None and num_classes != dataset_classes:
             raise DatasetClassesError(
                 f"{settings.weights} holds a model of {num_classes} classes but"
@@ -145,20 +143,12 @@ def evaluate_weights(settings: Settings) -> EvalResult:
         memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         model = detector.model.to(device=ctx.device, memory_format=memory_format)
         what = load_weights_into(model, settings.weights)
-        loader = build_eval_loader(settings.data, ctx.rank, ctx.world_size)
-        evaluation = Evaluation(
-            loader,
-            Path(settings.data.val_annotations),
-            detector.postprocessor,
-            settings.eval,
-            device=ctx.device,
-            autocast_dtype=autocast_dtype_for(settings.precision, ctx.device),
-            channels_last=settings.channels_last,
-        )
+        autocast = autocast_dtype_for(settings.precision, ctx.device)
+        evaluation = Evaluation.for_run(settings, ctx, detector.postprocessor, autocast)
         result = evaluation.run(model, 0, asynchronous=False)
         assert result is not None
         if ctx.is_main:
-            print(f"COCO box evaluation of {what} on {loader.num_samples} images:")
+            print(f"COCO box evaluation of {what} on {evaluation.num_samples} images:")
             print(format_summary(result.stats), flush=True)
         return result
     finally:

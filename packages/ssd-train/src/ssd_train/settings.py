@@ -39,6 +39,7 @@ from ssd_train.trainer_config import (
     OptimConfig,
     ScheduleConfig,
     SyntheticConfig,
+    subsection,
 )
 
 ENV_PREFIX = "SSD_"
@@ -47,16 +48,6 @@ CONFIG_ENV = "SSD_CONFIG"
 _SOURCES: contextvars.ContextVar[tuple[list[str], Path | None]] = contextvars.ContextVar(
     "ssd_train_settings_sources", default=([], None)
 )
-
-
-def default_job_model() -> ModelConfig:
-    """The default job trains from scratch (runs offline); the MLPerf presets load ImageNet weights."""
-    return ModelConfig(backbone_weights=None)
-
-
-def default_job_data() -> DataConfig:
-    """The default job's pipeline: CPU-sized batches; the synthetic 'starter' images hold <= 3 objects."""
-    return DataConfig(batch_size=8, eval_batch_size=16, max_boxes=16, num_workers=1)
 
 
 class SettingsLoadError(ValueError):
@@ -131,29 +122,19 @@ class Settings(BaseSettings):
         None,
         description="--mode eval: a checkpoint folder (checkpoints/step-N) or exported weights (.pt).",
     )
-    model: ModelConfig = Field(default_job_model(), description="Model (ssd_core).")
-    data: DataConfig = Field(default_job_data(), description="Data pipeline (ssd_data).")
-    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation (ssd_eval).")
-    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser.")
-    schedule: ScheduleConfig = Field(
-        default_factory=ScheduleConfig, description="LR and eval schedule."
+    model: ModelConfig = subsection(ModelConfig, "Model (ssd_core).")
+    data: DataConfig = subsection(DataConfig, "Data pipeline (ssd_data).")
+    eval: EvalConfig = subsection(EvalConfig, "Evaluation (ssd_eval).")
+    optim: OptimConfig = subsection(OptimConfig, "Optimiser.")
+    schedule: ScheduleConfig = subsection(ScheduleConfig, "LR and eval schedule.")
+    checkpoint: CheckpointConfig = subsection(CheckpointConfig, "Checkpoints.")
+    resilience: ResilienceConfig = subsection(
+        ResilienceConfig, "Preemption, watchdog, non-finite loss."
     )
-    checkpoint: CheckpointConfig = Field(
-        default_factory=CheckpointConfig, description="Checkpoints."
-    )
-    resilience: ResilienceConfig = Field(
-        default_factory=ResilienceConfig, description="Preemption, watchdog, non-finite loss."
-    )
-    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
-    distributed: DistributedConfig = Field(
-        default_factory=DistributedConfig, description="Distribution."
-    )
-    benchmark: BenchmarkConfig = Field(
-        default_factory=BenchmarkConfig, description="Benchmark mode."
-    )
-    synthetic: SyntheticConfig = Field(
-        default_factory=SyntheticConfig, description="Synthetic dataset."
-    )
+    logging: LoggingConfig = subsection(LoggingConfig, "Logging.")
+    distributed: DistributedConfig = subsection(DistributedConfig, "Distribution.")
+    benchmark: BenchmarkConfig = subsection(BenchmarkConfig, "Benchmark mode.")
+    synthetic: SyntheticConfig = subsection(SyntheticConfig, "Synthetic dataset.")
 
     @classmethod
     def settings_customise_sources(
@@ -191,6 +172,13 @@ class Settings(BaseSettings):
     def global_batch_size(self, world_size: int) -> int:
         """Images per optimiser step over all ranks."""
         return self.data.batch_size * world_size * self.optim.grad_accumulation_steps
+
+    def base_learning_rate(self, world_size: int) -> float:
+        """The run's base LR: ``optim.lr_per_32`` scaled to :meth:`global_batch_size` by NVIDIA's
+        rule (``lr_schedule.base_learning_rate``)."""
+        from ssd_train.lr_schedule import base_learning_rate
+
+        return base_learning_rate(self.optim.lr_per_32, self.global_batch_size(world_size))
 
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ssd_data import TrainLoader, build_eval_loader, build_train_loader
+from ssd_data import TrainLoader, build_train_loader
 
 from ssd_train.checkpoint.manager import (
     CheckpointManager,
@@ -174,16 +174,12 @@ class Trainer:
         self.train_loader = build_train_loader(
             s.data, ctx.rank, ctx.world_size, self.seed, device=ctx.device
         )
-        eval_loader = build_eval_loader(s.data, ctx.rank, ctx.world_size)
         c = self.components
-        evaluation = Evaluation(
-            eval_loader,
-            Path(s.data.val_annotations),
+        evaluation = Evaluation.for_run(
+            s,
+            ctx,
             c.postprocessor,
-            s.eval,
-            device=ctx.device,
-            autocast_dtype=c.autocast_dtype,
-            channels_last=s.channels_last,
+            c.autocast_dtype,
             keep_first_batch=ctx.is_main and s.logging.plots,
         )
         self._class_names = class_names_of(evaluation.evaluator.gt)

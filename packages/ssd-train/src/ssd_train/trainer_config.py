@@ -9,16 +9,23 @@ defaults describe the CPU default job (synthetic data, open division); the MLPer
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
-class _Section(BaseModel):
+class SettingsSection(BaseModel):
+    """Base of ssd_train's settings sections: an unknown key is an error; assignments are checked."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class OptimConfig(_Section):
+def subsection(section: type[BaseModel], description: str) -> Any:
+    """A settings field holding ``section`` with its defaults, described for ``--help``."""
+    return Field(default_factory=section, description=description)
+
+
+class OptimConfig(SettingsSection):
     """SGD with momentum (spec 5.1): the only optimiser MLPerf v0.7 SSD allows in this form."""
 
     lr_per_32: float = Field(
@@ -55,7 +62,7 @@ class OptimConfig(_Section):
     )
 
 
-class ScheduleConfig(_Section):
+class ScheduleConfig(SettingsSection):
     """Learning-rate schedule, evaluation schedule and stopping rule (spec 5.1, 6.1)."""
 
     max_epochs: int = Field(
@@ -120,7 +127,7 @@ class ScheduleConfig(_Section):
         )
 
 
-class DistributedConfig(_Section):
+class DistributedConfig(SettingsSection):
     """How ranks are wrapped and talk to each other (launch with torchrun; one process per device)."""
 
     strategy: Literal["ddp", "fsdp"] = Field(
@@ -138,7 +145,7 @@ class DistributedConfig(_Section):
     bucket_cap_mb: int = Field(25, ge=1, description="DDP gradient bucket size in MiB.")
 
 
-class BenchmarkConfig(_Section):
+class BenchmarkConfig(SettingsSection):
     """``--mode benchmark``: time the training step on synthetic device tensors (no dataset)."""
 
     warmup_steps: int = Field(
@@ -159,7 +166,7 @@ class BenchmarkConfig(_Section):
     )
 
 
-class SyntheticConfig(_Section):
+class SyntheticConfig(SettingsSection):
     """The synthetic COCO-format dataset used when ``data.root`` is unset (the default job)."""
 
     difficulty: str = Field(

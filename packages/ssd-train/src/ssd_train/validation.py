@@ -12,12 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from ssd_core import forward_normalized
+from ssd_data import build_eval_loader
 from ssd_eval import CocoEvaluator, EvalConfig, EvalResult
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from ssd_data import EvalLoader
+
+    from ssd_train.distributed import DistributedContext
+    from ssd_train.settings import Settings
 
 
 def scoring_config(cfg: EvalConfig, device: torch.device) -> EvalConfig:
@@ -34,7 +41,8 @@ class Evaluation:
     """Runs inference and scoring for one run (build once, call :meth:`run` at each evaluation).
 
     Args:
-        loader: ``ssd_data`` EvalLoader yielding ``EvalBatch(images uint8[N,3,300,300], image_ids, sizes)``.
+        loader: ``ssd_data`` EvalLoader yielding ``EvalBatch(images uint8[N,3,300,300], image_ids, sizes)``;
+            its index's label map is the one evaluation uses.
         annotations: ground-truth json of the validation set (the full file; scoring uses all of it).
         postprocessor: ``ssd_core.postprocess.PostProcessor``.
         cfg: the ``eval`` settings section.
@@ -47,7 +55,7 @@ class Evaluation:
 
     def __init__(
         self,
-        loader: object,
+        loader: EvalLoader,
         annotations: Path,
         postprocessor: Callable[[Tensor, Tensor], Any],
         cfg: EvalConfig,
@@ -62,7 +70,11 @@ class Evaluation:
         self.device = device
         self.autocast_dtype = autocast_dtype
         self.channels_last = channels_last
-        self.evaluator = CocoEvaluator(annotations, config=scoring_config(cfg, device))
+        self.evaluator = CocoEvaluator(
+            annotations,
+            config=scoring_config(cfg, device),
+            label_to_category_id=loader.index.label_to_category_id,
+        )
         self.keep_first_batch = keep_first_batch
         self.first_batch: tuple[Tensor, Tensor, Any] | None = None
 
@@ -119,6 +131,29 @@ class Evaluation:
 
     def close(self) -> None:
         self.evaluator.close()
+
+    @classmethod
+    def for_run(
+        cls,
+        settings: Settings,
+        ctx: DistributedContext,
+        postprocessor: Callable[[Tensor, Tensor], Any],
+        autocast_dtype: torch.dtype | None,
+        *,
+        keep_first_batch: bool = False,
+    ) -> Evaluation:
+        """The run's evaluation: this rank's shard of ``settings.data``'s validation set, scored
+        against its annotation file with ``settings.eval``."""
+        return cls(
+            build_eval_loader(settings.data, ctx.rank, ctx.world_size),
+            Path(settings.data.val_annotations),
+            postprocessor,
+            settings.eval,
+            device=ctx.device,
+            autocast_dtype=autocast_dtype,
+            channels_last=settings.channels_last,
+            keep_first_batch=keep_first_batch,
+        )
 
 
 @dataclass

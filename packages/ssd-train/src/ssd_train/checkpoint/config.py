@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from ssd_train.config import SettingsSection
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class CheckpointConfig(_Section):
+class CheckpointConfig(SettingsSection):
     """Full-state checkpoints (torch.distributed.checkpoint) in <run dir>/checkpoints/step-N/."""
 
     enabled: bool = Field(

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from ssd_core import COCO_NUM_CLASSES
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -124,7 +125,7 @@ def load_exported(
     from ssd_core import SSD300
 
     weights = read_exported(path, map_location)
-    num_classes = int(weights.metadata.get("num_classes", 81))
+    num_classes = int(weights.metadata.get("num_classes", COCO_NUM_CLASSES))
     model = SSD300(num_classes=num_classes, backbone_weights=None)
     model.load_state_dict(weights.state_dict)
     return model.to(map_location).eval(), weights.metadata
@@ -179,7 +180,7 @@ class WeightsExporter:
             return None
         meta["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         meta["versions"] = package_versions()
-        meta["num_classes"] = self.settings.get("model", {}).get("num_classes", 81)
+        meta["num_classes"] = self.settings.get("model", {}).get("num_classes", COCO_NUM_CLASSES)
         atomic_torch_save({"format": FORMAT, "model": snapshot[1], "metadata": meta}, path)
         return path
 

@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _predict(args, model, metadata, postprocessor, device) -> int:  # type: ignore[no-untyped-def]
+    from ssd_core import COCO_NUM_CLASSES
     from tqdm import tqdm
 
     from ssd_train.predict.predictor import predict_files
@@ -154,7 +155,7 @@ def _predict(args, model, metadata, postprocessor, device) -> int:  # type: igno
             gt = load_ground_truth(args.gt)
         except GroundTruthError as e:
             raise PredictError(str(e)) from None
-    num_classes = int(metadata.get("num_classes", 81))
+    num_classes = int(metadata.get("num_classes", COCO_NUM_CLASSES))
     labels = label_map(metadata, num_classes, gt)
     file_ids = (
         {Path(im["file_name"]).name: int(im["id"]) for im in gt.dataset["images"]} if gt else {}

@@ -104,12 +104,18 @@ class LabelMap:
 
 
 def from_categories(categories: Sequence[Mapping[str, Any]], source: str) -> LabelMap:
-    """Label map of a COCO ``categories`` list in file order (interfaces.md "Label map")."""
-    from ssd_eval.labels import category_ids_in_file_order
+    """Label map of a COCO ``categories`` list (the one rule: ``ssd_data.label_to_category_id``).
 
-    ids = category_ids_in_file_order(categories)
+    Raises :class:`PredictError` naming ``source`` when the list cannot define one.
+    """
+    from ssd_data.labels import LabelMapError, label_to_category_id
+
+    try:
+        ids = label_to_category_id(categories).tolist()
+    except LabelMapError as error:
+        raise PredictError(f"{source}: {error}") from None
     names = [str(c.get("name", c["id"])) for c in categories]
-    return LabelMap(["background", *names], [-1, *ids], source)
+    return LabelMap(["background", *names], ids, source)
 
 
 def _synthetic_categories(settings: Mapping[str, Any], num_classes: int) -> LabelMap | None:
@@ -140,9 +146,10 @@ def label_map(metadata: Mapping[str, Any], num_classes: int, gt: Any = None) -> 
     2. ``metadata["categories"]`` (a COCO categories list, if the weights carry one);
     3. the val json named in ``metadata["settings"]["data"]["val_annotations"]`` when it exists;
     4. the synthetic dataset's categories when the settings describe the synthetic default job;
-    5. COCO 2017's 80 categories when ``num_classes == 81``;
+    5. COCO 2017's 80 categories when ``num_classes == COCO_NUM_CLASSES`` (81);
     6. ``"class <i>"`` with category id ``i``.
     """
+    from ssd_core import COCO_NUM_CLASSES
     from ssd_data.synthetic.categories import coco_category_dicts
 
     if gt is not None:
@@ -170,7 +177,7 @@ def label_map(metadata: Mapping[str, Any], num_classes: int, gt: Any = None) -> 
     synthetic = _synthetic_categories(settings, num_classes)
     if synthetic is not None:
         return synthetic
-    if num_classes == 81:
+    if num_classes == COCO_NUM_CLASSES:
         return from_categories(coco_category_dicts(), "COCO 2017's 80 categories")
     names = ["background", *(f"class {i}" for i in range(1, num_classes))]
-    return LabelMap(names, [-1, *range(1, num_classes)], "numbered classes (no names known)")
+    return LabelMap(names, list(range(num_classes)), "numbered classes (no names known)")

@@ -91,7 +91,9 @@ def _without(args: list[str], names: set[str]) -> tuple[list[str], bool]:
 
 
 def _launcher() -> str:
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    from ssd_train.distributed import launched_world_size
+
+    world = launched_world_size()
     if world <= 1:
         return "uv run ssd-train"
     local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)) or world)

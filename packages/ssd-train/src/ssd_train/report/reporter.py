@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ssd_data import label_map
 from ssd_eval import EvalResult, GroundTruth
 from torch import Tensor
 
@@ -317,7 +318,7 @@ def class_names_of(gt: GroundTruth) -> list[str]:
 
 def ground_truth_boxes(gt: GroundTruth, image_ids: list[int]) -> tuple[Tensor, Tensor]:
     """Normalised ltrb boxes float [N, G, 4] and contiguous labels int64 [N, G] (0 = padding) of images."""
-    label_of = {int(cid): i for i, cid in enumerate(gt.label_to_category_id.tolist()) if i > 0}
+    label_of = label_map(gt.dataset["categories"])
     size = {
         int(i): (int(h), int(w))
         for i, h, w in zip(gt.image_ids, gt.heights, gt.widths, strict=True)

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from ssd_train.config import SettingsSection, subsection
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class PreemptionConfig(_Section):
+class PreemptionConfig(SettingsSection):
     """Stop requests (SIGTERM, SIGUSR1, or the file <run dir>/STOP): checkpoint, requeue, exit 0."""
 
     check_every_steps: int = Field(
@@ -39,7 +37,7 @@ class PreemptionConfig(_Section):
     )
 
 
-class WatchdogConfig(_Section):
+class WatchdogConfig(SettingsSection):
     """Stuck-step reporter: dumps every thread's stack when a step takes far longer than usual."""
 
     enabled: bool = Field(True, description="Run the step watchdog thread on every rank.")
@@ -64,7 +62,7 @@ class WatchdogConfig(_Section):
     )
 
 
-class NonFiniteConfig(_Section):
+class NonFiniteConfig(SettingsSection):
     """What to do when the loss is NaN or infinite (detected on the device, read on check steps)."""
 
     policy: Literal["stop", "skip"] = Field(
@@ -77,7 +75,7 @@ class NonFiniteConfig(_Section):
     )
 
 
-class FaultInjectionConfig(_Section):
+class FaultInjectionConfig(SettingsSection):
     """TEST-ONLY fault injection, used by tests/train to prove the recovery paths. Leave unset."""
 
     nan_loss_at_step: int | None = Field(
@@ -100,18 +98,10 @@ class FaultInjectionConfig(_Section):
     )
 
 
-class ResilienceConfig(_Section):
+class ResilienceConfig(SettingsSection):
     """Preemption, watchdog, non-finite-loss policy and test-only fault injection."""
 
-    preemption: PreemptionConfig = Field(
-        default_factory=PreemptionConfig, description="Stop requests."
-    )
-    watchdog: WatchdogConfig = Field(
-        default_factory=WatchdogConfig, description="Stuck-step watchdog."
-    )
-    nonfinite: NonFiniteConfig = Field(
-        default_factory=NonFiniteConfig, description="Non-finite loss."
-    )
-    faults: FaultInjectionConfig = Field(
-        default_factory=FaultInjectionConfig, description="Test-only fault injection."
-    )
+    preemption: PreemptionConfig = subsection(PreemptionConfig, "Stop requests.")
+    watchdog: WatchdogConfig = subsection(WatchdogConfig, "Stuck-step watchdog.")
+    nonfinite: NonFiniteConfig = subsection(NonFiniteConfig, "Non-finite loss.")
+    faults: FaultInjectionConfig = subsection(FaultInjectionConfig, "Test-only fault injection.")
