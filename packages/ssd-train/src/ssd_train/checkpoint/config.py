@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from ssd_train.config import SettingsSection
+from ssd_train.trainer_config import SettingsSection
 
 
 class CheckpointConfig(SettingsSection):

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ssd_train.config import SettingsSection, subsection
+from ssd_train.trainer_config import SettingsSection, subsection
 
 
 class PreemptionConfig(SettingsSection):
