@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 from ssd_data import CocoIndex, DataConfig, build_eval_loader
 from ssd_eval import EvalConfig, load_ground_truth
-from ssd_train.validation import Evaluation
 from ssd_train.predict.predictor import predict_files
 from ssd_train.predict.sources import label_map
 from ssd_train.report.reporter import ground_truth_boxes
+from ssd_train.validation import Evaluation
 from torch import Tensor, nn
 
 CATEGORIES = [
