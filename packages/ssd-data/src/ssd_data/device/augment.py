@@ -26,8 +26,15 @@ successor (torch >= 2.11), is not used: it is not installed here nor on the H200
 and the issue asks for it only where it imports AND measures at least as fast; switch in
 :func:`decode_jpegs` once a GPU run shows that.
 
-No host sync in the augmentation itself: every value that shapes the work (crop rectangles,
-flips, jitter orders, which images need the CPU) is read from the host copy of the batch.
+No host sync and a constant number of operations per batch (the decode aside: one op per image
+on the CPU, one batched call on CUDA): every value that shapes the work (the padded size, the
+pass-order and jitter groups, which images need the CPU) is read from the host copy of the
+batch's decisions, and the decisions with the batch plan (:mod:`ssd_data.device.plan`) cross to
+the device as ONE pinned tensor copied ``non_blocking``. Exceptions, rare by construction: an
+image the host decodes with PIL (not a JPEG, CMYK) adds a few ops and a host tensor built
+from numpy (counted as ``lift_fresh``; a pinned, non-blocking copy on CUDA); a bad file's
+replacement (reading a file, rebuilding the batch's decisions unpinned: a synchronous copy).
+On CUDA the decode runs on its own stream, ordered by :class:`~ssd_data.device.streams.DecodeStreams`.
 """
 
 from __future__ import annotations
@@ -205,6 +212,8 @@ class DeviceAugmenter:
             path = fn.path(origin[2])
             try:
                 image = pil_decode(data, path)
+                if self.device.type == "cuda":  # pinned: the copy does not block
+                    image = image.contiguous().pin_memory()
                 return image.to(self.device, non_blocking=True), replacement
             except UnreadableImage as e:
                 reason = e.reason

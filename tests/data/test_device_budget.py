@@ -1,0 +1,76 @@
+"""The device input path's launch and sync budgets, counted on CPU tensors (interfaces.md:
+a constant number of operations per batch, no host sync), and the batched resize's pixels
+independent of what else is in the batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from ssd_data.bench.data import write_bench_dataset
+from ssd_data.bench.op_budget import count_device_batch
+from ssd_data.device.plan import C_RESIZE_ORDER, num_vertical, with_plan
+from ssd_data.device.resize import crop_flip_resize, pad_images
+from ssd_data.device.samples import NUM_PARAMS
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """32 photo-sized RGB JPEGs of COCO's sizes (the steady state: every image on the device
+    decoder; a CMYK or non-JPEG file takes the host decoder, see ssd_data.device.augment)."""
+    root = tmp_path_factory.mktemp("budget")
+    write_bench_dataset(root, 32, unique=6)
+    return root
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_ops_per_batch_do_not_grow_with_the_batch_and_nothing_syncs(root: Path, impl: str) -> None:
+    small = count_device_batch(root, 8, impl)  # type: ignore[arg-type]
+    large = count_device_batch(root, 32, impl)  # type: ignore[arg-type]
+    assert small.syncs == 0 and large.syncs == 0, (small.sync_names, large.sync_names)
+    assert large.ops <= 1.15 * small.ops, (small.ops, large.ops)
+
+
+def _pil(image: np.ndarray, rect: tuple[int, int, int, int], flip: bool) -> torch.Tensor:
+    crop = Image.fromarray(image).crop(rect)
+    if flip:
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    resized = np.asarray(crop.resize((300, 300), Image.Resampling.BILINEAR))
+    return torch.from_numpy(resized.copy()).permute(2, 0, 1).float()
+
+
+def _resize(images: list[np.ndarray], rects: list, flips: list[bool]) -> torch.Tensor:
+    params = np.zeros((len(images), NUM_PARAMS), np.float32)
+    params[:, :4], params[:, 4] = rects, flips
+    plan = torch.from_numpy(with_plan(params))
+    chw = [torch.from_numpy(a).permute(2, 0, 1) for a in images]
+    order = plan[:, C_RESIZE_ORDER].to(torch.int64)
+    return crop_flip_resize(pad_images(chw), plan[:, :5], order, num_vertical(params))
+
+
+def test_a_batch_of_mixed_sizes_gives_each_image_what_it_gets_alone_and_pils_pixels() -> None:
+    """Padding and grouping by pass order change nothing: each image of a mixed batch (both
+    pass orders, flips, crops touching every border) equals its single-image run, and PIL's
+    resize within the pass-order tolerance of test_device_augment."""
+    rng = np.random.default_rng(5)
+    sizes = [(480, 640), (640, 427), (37, 53), (700, 120), (300, 300), (90, 610)]
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+    rects = [(0, 0, 640, 480), (10, 20, 427, 640), (5, 3, 50, 37), (0, 0, 120, 700)]
+    rects += [(100, 0, 300, 150), (7, 40, 90, 600)]
+    flips = [False, True, True, False, True, False]
+    batch = _resize(images, rects, flips)
+    assert batch.shape == (6, 3, 300, 300) and batch.dtype == torch.float32
+    assert 0 < num_vertical(with_plan(_params(rects))) < len(images)  # both groups present
+    for k in range(len(images)):
+        alone = _resize([images[k]], [rects[k]], [flips[k]])[0]
+        assert torch.equal(batch[k], alone), k
+        assert (batch[k] - _pil(images[k], rects[k], flips[k])).abs().max() <= 1, k
+
+
+def _params(rects: list) -> np.ndarray:
+    params = np.zeros((len(rects), NUM_PARAMS), np.float32)
+    params[:, :4] = rects
+    return params
