@@ -54,6 +54,21 @@ def _check_dir(path: Path, name: str) -> Path:
     return path
 
 
+def worker_start_method(setting: str | None, cuda_in_parent: bool) -> str | None:
+    """The start method of process workers: ``data.multiprocessing_context``, except that a
+    parent with CUDA (initialised, or about to be: a CUDA training device) never forks (a forked
+    child inherits the CUDA state in an unusable, sometimes deadlocking form): "forkserver"
+    then, unless "spawn" was asked for."""
+    if cuda_in_parent and setting in (None, "fork"):
+        if setting == "fork":
+            log.warning(
+                "data.multiprocessing_context=fork with CUDA in the training process: "
+                "loader workers start with forkserver instead"
+            )
+        return "forkserver"
+    return setting
+
+
 def _build_graph(
     sampler: ShardSampler,
     map_fn: Callable[[Any], Any],
@@ -61,15 +76,18 @@ def _build_graph(
     batch_size: int,
     drop_last: bool,
     cfg: DataConfig,
+    device: torch.device | str = "cpu",
 ) -> Loader:
     if cfg.num_workers > 0:
+        cuda = torch.cuda.is_initialized() or torch.device(device).type == "cuda"
+        start = worker_start_method(cfg.multiprocessing_context, cuda)
         node = ParallelMapper(
             sampler,
             map_fn,
             num_workers=cfg.num_workers,
             in_order=True,
             method=cfg.worker_type,
-            multiprocessing_context=cfg.multiprocessing_context,
+            multiprocessing_context=start if cfg.worker_type == "process" else None,
         )
     else:
         node = Mapper(sampler, map_fn)
@@ -181,7 +199,7 @@ class TrainLoader:
             cfg, index, image_dir, seed, device
         )
         self._loader = _build_graph(
-            self._sampler, self._map_fn, self._collate, cfg.batch_size, True, cfg
+            self._sampler, self._map_fn, self._collate, cfg.batch_size, True, cfg, device
         )
         hint = "replaced by another image (data.bad_image_policy=skip)"
         self._events = _EventLog("training", hint)
