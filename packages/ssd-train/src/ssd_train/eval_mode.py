@@ -145,7 +145,7 @@ def evaluate_weights(settings: Settings) -> EvalResult:
         memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         model = detector.model.to(device=ctx.device, memory_format=memory_format)
         what = load_weights_into(model, settings.weights)
-        loader = build_eval_loader(settings.data, ctx.rank, ctx.world_size)
+        loader = build_eval_loader(settings.data, ctx.rank, ctx.world_size, device=ctx.device)
         evaluation = Evaluation(
             loader,
             Path(settings.data.val_annotations),

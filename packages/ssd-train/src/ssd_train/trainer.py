@@ -174,7 +174,7 @@ class Trainer:
         self.train_loader = build_train_loader(
             s.data, ctx.rank, ctx.world_size, self.seed, device=ctx.device
         )
-        eval_loader = build_eval_loader(s.data, ctx.rank, ctx.world_size)
+        eval_loader = build_eval_loader(s.data, ctx.rank, ctx.world_size, device=ctx.device)
         c = self.components
         evaluation = Evaluation(
             eval_loader,
