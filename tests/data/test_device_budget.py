@@ -12,6 +12,9 @@ import torch
 from PIL import Image
 from ssd_data.bench.data import write_bench_dataset
 from ssd_data.bench.op_budget import count_device_batch
+from ssd_data.coco import CocoIndex
+from ssd_data.device.eval import DeviceEvalResizer, DeviceEvalSampleFn, EncodedEvalCollate
+from ssd_data.device.op_count import ops_of
 from ssd_data.device.plan import C_RESIZE_ORDER, num_vertical, with_plan
 from ssd_data.device.resize import crop_flip_resize, pad_images
 from ssd_data.device.samples import NUM_PARAMS
@@ -74,3 +77,17 @@ def _params(rects: list) -> np.ndarray:
     params = np.zeros((len(rects), NUM_PARAMS), np.float32)
     params[:, :4] = rects
     return params
+
+
+def test_evaluation_resize_on_the_device_is_flat_and_sync_free(root: Path) -> None:
+    index = CocoIndex.from_json(root / "annotations" / "instances_train2017.json", skip_empty=False)
+    fn = DeviceEvalSampleFn(index, root / "train2017")
+    resizer = DeviceEvalResizer("cpu")
+    counts = {}
+    for size in (8, 32):
+        batch, _ = EncodedEvalCollate()([fn((0, i, i)) for i in range(size)])
+        assert batch is not None
+        resizer(batch)  # per-device constants
+        counts[size] = ops_of(lambda batch=batch: resizer(batch))
+    assert counts[8].syncs == 0 and counts[32].syncs == 0, counts[32].sync_names()
+    assert counts[32].ops <= 1.15 * counts[8].ops, (counts[8].ops, counts[32].ops)
