@@ -13,11 +13,13 @@ from PIL import Image
 from ssd_data.bench.data import write_bench_dataset
 from ssd_data.bench.op_budget import count_device_batch
 from ssd_data.coco import CocoIndex
+from ssd_data.device.augment import DeviceAugmenter
+from ssd_data.device.batch import collate_encoded
 from ssd_data.device.eval import DeviceEvalResizer, DeviceEvalSampleFn, EncodedEvalCollate
 from ssd_data.device.op_count import ops_of
 from ssd_data.device.plan import C_RESIZE_ORDER, num_vertical, with_plan
 from ssd_data.device.resize import crop_flip_resize, pad_images
-from ssd_data.device.samples import NUM_PARAMS
+from ssd_data.device.samples import NUM_PARAMS, DeviceSampleFn
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +93,24 @@ def test_evaluation_resize_on_the_device_is_flat_and_sync_free(root: Path) -> No
         counts[size] = ops_of(lambda batch=batch: resizer(batch))
     assert counts[8].syncs == 0 and counts[32].syncs == 0, counts[32].sync_names()
     assert counts[32].ops <= 1.15 * counts[8].ops, (counts[8].ops, counts[32].ops)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_a_steady_state_batch_does_not_sync(root: Path) -> None:
+    """What the CPU count cannot see (copies, allocator, library calls): PyTorch's sync debug
+    mode raises on any synchronising CUDA call of a second run of a pinned batch."""
+    index = CocoIndex.from_json(root / "annotations" / "instances_train2017.json", skip_empty=True)
+    fn = DeviceSampleFn(index=index, image_dir=root / "train2017", seed=0, max_boxes=128)
+    augmenter = DeviceAugmenter(fn, "cuda")
+    batch, _ = collate_encoded([fn((0, i, i)) for i in range(32)], pin=True)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        augmenter(batch)  # per-device constants, cuBLAS/nvJPEG handles
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.cuda.stream(side):
+            out, _ = augmenter(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert out.images.shape == (32, 3, 300, 300) and out.images.is_cuda

@@ -68,8 +68,13 @@ def pil_resize_weights(
 
 def pad_images(images: list[torch.Tensor]) -> torch.Tensor:
     """uint8 [N, 3, Hp, Wp]: the images uint8 [3, H_i, W_i] (one device, any strides) at the
-    top left of zero padding to the largest height and width, in two operations (a nested
-    tensor, then its padded form) whatever N."""
+    top left of zero padding to the largest height and width, in two dispatched operations (a
+    nested tensor, then its padded form) whatever N.
+
+    Inside ``to_padded_tensor``, uint8 takes ATen's generic path: one pad per image and a
+    stack, launched from C++ (no Python per image, no sync). Its single-kernel CUDA path (float
+    types only) copies the size metadata from pageable host memory, a host sync, so it is not
+    used. One gather kernel from the decoded buffer would remove the per-image launches."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*nested tensors is in prototype stage.*")
         return torch.nested.to_padded_tensor(torch.nested.as_nested_tensor(images), 0)
