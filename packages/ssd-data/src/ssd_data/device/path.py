@@ -7,6 +7,9 @@
   ``data.pin_memory``), and a :class:`~ssd_data.device.augment.DeviceAugmenter` that the loader
   applies to every batch (:func:`ssd_data.device.prefetch.device_batches`); the loader yields
   batches already on the device.
+- Evaluation (:func:`select_eval_path`): the same choice; on the device path the workers read
+  the val bytes (:class:`~ssd_data.device.eval.DeviceEvalSampleFn`) and a
+  :class:`~ssd_data.device.eval.DeviceEvalResizer` decodes and resizes them on the device.
 """
 
 from __future__ import annotations
