@@ -59,6 +59,15 @@ def test_bench_runs_every_pipeline_and_writes_json(
         assert p["img_per_s"] > 0 and p["host_cpu_ms_per_img"] > 0
         assert p["process_cpu_ms_per_img"] is not None
         assert (p["device_ms_per_img"] is not None) == p["name"].startswith("device")
+        if p["name"].startswith("device"):  # counted in one untimed batch
+            assert p["ops_per_batch"] > 0 and p["syncs_per_batch"] == 0
+        else:
+            assert p["ops_per_batch"] is None and p["syncs_per_batch"] is None
+    counts = json.loads(out_json.read_text())["op_counts"]
+    assert [(c["impl"], c["batch_size"]) for c in counts] == [("fast", 4), ("fast", 8)]
+    assert counts[0]["ops_per_batch"] == pipelines[-1]["ops_per_batch"]  # the bench batch, 4
+    assert all(c["syncs_per_batch"] == 0 for c in counts)
+    assert "device path (fast jitter), batch 8:" in out
     by_name = {p["name"]: p for p in pipelines}
     assert by_name["device"]["worker_type"] == "thread"
     if worker_type == "both":

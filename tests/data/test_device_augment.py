@@ -13,7 +13,8 @@ from PIL import Image
 from ssd_data.config import DataConfig
 from ssd_data.device.augment import decode_jpegs, pil_decode
 from ssd_data.device.color import jitter_fused_batch, jitter_reference_batch
-from ssd_data.device.resize import crop_flip_resize
+from ssd_data.device.plan import jitter_group_sizes, with_plan
+from ssd_data.device.resize import crop_flip_resize, vertical_first
 from ssd_data.device.samples import (
     NUM_PARAMS,
     P_BRIGHTNESS,
@@ -55,7 +56,9 @@ def test_colour_jitter_matches_pil_ops() -> None:
         pil = Image.fromarray(image)
         for _ in range(12):
             p, params = _params(rng)
-            ref = jitter_reference_batch(_chw(image)[None].float(), params, [list(p.order)])[0]
+            plan = with_plan(params.numpy())
+            decisions, groups = torch.from_numpy(plan), jitter_group_sizes(plan)
+            ref = jitter_reference_batch(_chw(image)[None].float(), decisions, groups)[0]
             assert torch.equal(ref.to(torch.uint8), _chw(np.asarray(jitter_reference(pil, p))))
             fused = jitter_fused_batch(_chw(image)[None].float(), params)[0]
             expected = _chw(np.asarray(jitter_fused(pil, p))).float()
@@ -75,8 +78,11 @@ def test_crop_flip_resize_matches_pil() -> None:
             if flip:
                 crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             expected = _chw(np.asarray(crop.resize((300, 300), Image.Resampling.BILINEAR)))
-            out = torch.empty(1, 3, 300, 300)
-            crop_flip_resize([_chw(image)], [(left, top, right, bottom)], [flip], out)
+            crops = torch.tensor([[left, top, right, bottom, float(flip)]])
+            vertical = int(vertical_first(right - left, bottom - top))
+            out = crop_flip_resize(
+                _chw(image)[None], crops, torch.zeros(1, dtype=torch.int64), vertical
+            )
             assert (out[0] - expected.float()).abs().max() <= 1
             identical += int(torch.equal(out[0].to(torch.uint8), expected))
             total += 1

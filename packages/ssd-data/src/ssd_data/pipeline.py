@@ -27,12 +27,11 @@ from torchdata.nodes import Batcher, Loader, Mapper, ParallelMapper, PinMemory, 
 
 from ssd_data.coco import CocoIndex
 from ssd_data.config import DataConfig
-from ssd_data.device.path import select_train_path
+from ssd_data.device.path import select_eval_path, select_train_path
 from ssd_data.device.prefetch import device_batches
 from ssd_data.errors import DataError
-from ssd_data.host.samples import EvalSampleFn
 from ssd_data.sampler import EpochClock, ShardSampler, StreamSampler
-from ssd_data.samples.batch import EvalBatch, EvalCollate, TrainBatch
+from ssd_data.samples.batch import EvalBatch, TrainBatch
 from ssd_data.samples.loop import Event
 
 log = logging.getLogger(__name__)
@@ -54,6 +53,21 @@ def _check_dir(path: Path, name: str) -> Path:
     return path
 
 
+def worker_start_method(setting: str | None, cuda_in_parent: bool) -> str | None:
+    """The start method of process workers: ``data.multiprocessing_context``, except that a
+    parent with CUDA (initialised, or about to be: a CUDA training device) never forks (a forked
+    child inherits the CUDA state in an unusable, sometimes deadlocking form): "forkserver"
+    then, unless "spawn" was asked for."""
+    if cuda_in_parent and setting in (None, "fork"):
+        if setting == "fork":
+            log.warning(
+                "data.multiprocessing_context=fork with CUDA in the training process: "
+                "loader workers start with forkserver instead"
+            )
+        return "forkserver"
+    return setting
+
+
 def _build_graph(
     sampler: ShardSampler,
     map_fn: Callable[[Any], Any],
@@ -61,15 +75,18 @@ def _build_graph(
     batch_size: int,
     drop_last: bool,
     cfg: DataConfig,
+    device: torch.device | str = "cpu",
 ) -> Loader:
     if cfg.num_workers > 0:
+        cuda = torch.cuda.is_initialized() or torch.device(device).type == "cuda"
+        start = worker_start_method(cfg.multiprocessing_context, cuda)
         node = ParallelMapper(
             sampler,
             map_fn,
             num_workers=cfg.num_workers,
             in_order=True,
             method=cfg.worker_type,
-            multiprocessing_context=cfg.multiprocessing_context,
+            multiprocessing_context=start if cfg.worker_type == "process" else None,
         )
     else:
         node = Mapper(sampler, map_fn)
@@ -181,7 +198,7 @@ class TrainLoader:
             cfg, index, image_dir, seed, device
         )
         self._loader = _build_graph(
-            self._sampler, self._map_fn, self._collate, cfg.batch_size, True, cfg
+            self._sampler, self._map_fn, self._collate, cfg.batch_size, True, cfg, device
         )
         hint = "replaced by another image (data.bad_image_policy=skip)"
         self._events = _EventLog("training", hint)
@@ -292,7 +309,13 @@ class EvalLoader:
     """Evaluation batches of one rank (see :func:`build_eval_loader`)."""
 
     def __init__(
-        self, cfg: DataConfig, index: CocoIndex, image_dir: Path, rank: int, world_size: int
+        self,
+        cfg: DataConfig,
+        index: CocoIndex,
+        image_dir: Path,
+        rank: int,
+        world_size: int,
+        device: torch.device | str = "cpu",
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
@@ -300,11 +323,10 @@ class EvalLoader:
         self.num_samples = index.num_images
         self._per_rank = len(range(rank, self.num_samples, world_size))
         sampler = ShardSampler(self.num_samples, rank, world_size, self._per_rank, 0, shuffle=False)
-        map_fn = EvalSampleFn(
-            index=index, image_dir=image_dir, impl=cfg.augment_impl, policy=cfg.bad_image_policy
-        )
+        # data.augment_device: PIL in the workers, or bytes there and decode + resize on device.
+        map_fn, collate, self._resizer = select_eval_path(cfg, index, image_dir, device)
         self._loader = _build_graph(
-            sampler, map_fn, EvalCollate(cfg.channels_last), cfg.eval_batch_size, False, cfg
+            sampler, map_fn, collate, cfg.eval_batch_size, False, cfg, device
         )
         self._events = _EventLog(
             "evaluation", "left out of the evaluation (data.bad_image_policy=skip)"
@@ -316,10 +338,21 @@ class EvalLoader:
 
     def __iter__(self) -> Iterator[EvalBatch]:
         _collect_before_fork(self.cfg)
-        for batch, events in self._loader:
+        it: Iterator[Any] = self._readable(iter(self._loader))
+        if self._resizer is not None:  # device path: decode + resize one batch ahead
+            it = device_batches(it, self._resizer)
+        for batch, events in it:
             self._events.record(events)
             if batch is not None:
                 yield batch
+
+    def _readable(self, it: Iterator[Any]) -> Iterator[Any]:
+        """The batches with at least one readable image (the others' events recorded here)."""
+        for batch, events in it:
+            if batch is None:
+                self._events.record(events)
+            else:
+                yield batch, events
 
     def stats(self) -> dict[str, int]:
         """Counters: bad_image (unreadable files left out), size_mismatch."""
@@ -353,12 +386,19 @@ def build_train_loader(
     return TrainLoader(cfg, index, image_dir, rank, world_size, seed, device)
 
 
-def build_eval_loader(cfg: DataConfig, rank: int, world_size: int) -> EvalLoader:
+def build_eval_loader(
+    cfg: DataConfig, rank: int, world_size: int, device: torch.device | str = "cpu"
+) -> EvalLoader:
     """Evaluation loader of rank ``rank``: the annotated val images (all of them with
-    ``cfg.eval_all_images``) in file order, rank r taking every world_size-th from r."""
+    ``cfg.eval_all_images``) in file order, rank r taking every world_size-th from r.
+
+    ``device`` is the inference device; with the device input path (``cfg.augment_device``
+    as for training) the workers only read the bytes, and decoding and the resize run on
+    ``device`` one batch ahead (the CPU path's pixels; :mod:`ssd_data.device.eval`), so the
+    batches come out already on ``device``."""
     index = _val_index(cfg)
     image_dir = _check_dir(_require(cfg.val_images, "val_images"), "val_images")
-    return EvalLoader(cfg, index, image_dir, rank, world_size)
+    return EvalLoader(cfg, index, image_dir, rank, world_size, device)
 
 
 def _train_index(cfg: DataConfig) -> CocoIndex:

@@ -145,7 +145,7 @@ class Evaluation:
         """The run's evaluation: this rank's shard of ``settings.data``'s validation set, scored
         against its annotation file with ``settings.eval``."""
         return cls(
-            build_eval_loader(settings.data, ctx.rank, ctx.world_size),
+            build_eval_loader(settings.data, ctx.rank, ctx.world_size, device=ctx.device),
             Path(settings.data.val_annotations),
             postprocessor,
             settings.eval,

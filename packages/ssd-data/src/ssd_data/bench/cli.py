@@ -42,6 +42,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ssd_data.bench.data import write_bench_dataset
+from ssd_data.bench.op_budget import BatchCount, count_device_batch
 from ssd_data.bench.timing import Measured, run_baseline, run_ours
 from ssd_data.coco import CocoIndex
 from ssd_data.config import DataConfig
@@ -112,6 +113,8 @@ class Result:
     host_cpu_ms: float | None = None
     process_cpu_ms: float | None = None
     device_ms: float | None = None
+    ops_per_batch: int | None = None
+    syncs_per_batch: int | None = None
 
     @property
     def per_worker(self) -> float:
@@ -126,6 +129,8 @@ class Result:
             "host_cpu_ms_per_img": self.host_cpu_ms,
             "process_cpu_ms_per_img": self.process_cpu_ms,
             "device_ms_per_img": self.device_ms,
+            "ops_per_batch": self.ops_per_batch,
+            "syncs_per_batch": self.syncs_per_batch,
         }
 
 
@@ -199,6 +204,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", type=Path, default=None, help="reuse/keep the generated images here")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
+    p.add_argument(
+        "--count-batches",
+        default="8,32",
+        help="batch sizes at which to count the device path's ops and syncs per batch "
+        "(comma-separated; sizes above --images are left out)",
+    )
     return p
 
 
@@ -242,16 +253,28 @@ def main(argv: list[str] | None = None) -> int:
                 measured[i].append(run())
                 gc.collect()  # no finished pipeline's garbage inherited by the next forks
         diff = fidelity(root, args.fidelity) if args.fidelity > 0 else None
-    results = [
-        Result(name, w, kind, *_medians(ms))
-        for (name, kind, _), ms in zip(runs, measured, strict=True)
-    ]
+        counted = _count_ops(root, args, [impl for _, impl, where in pipelines if where == "cuda"])
+    results = []
+    for (name, kind, _), ms in zip(runs, measured, strict=True):
+        count = counted.get(("fast", b)) if name.startswith("device") else None
+        results.append(
+            Result(
+                name,
+                w,
+                kind,
+                *_medians(ms),
+                ops_per_batch=None if count is None else count.ops,
+                syncs_per_batch=None if count is None else count.syncs,
+            )
+        )
     print(format_table(results))
     if diff is not None:
         print(
             f"fast vs reference augmentation: mean |difference| {diff[0]:.1f} grey levels over "
             f"{args.fidelity} images (the colour jitter itself changes pixels by {diff[1]:.1f})"
         )
+    for line in _count_lines(list(counted.values())):
+        print(line)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} CPUs "
@@ -259,8 +282,40 @@ def main(argv: list[str] | None = None) -> int:
         f"batch {b}, median of {args.repeats}"
     )
     if args.json is not None:
-        args.json.write_text(json.dumps({"pipelines": [r.as_json() for r in results]}, indent=2))
+        report = {
+            "pipelines": [r.as_json() for r in results],
+            "op_counts": [c.as_json() for c in counted.values()],
+        }
+        args.json.write_text(json.dumps(report, indent=2))
     return 0
+
+
+def _count_ops(
+    root: Path, args: argparse.Namespace, impls: list[str]
+) -> dict[tuple[str, int], BatchCount]:
+    """The device path's ops and syncs per batch (one counted batch each, untimed) at the
+    bench's batch size and at ``--count-batches``, for each jitter impl the bench runs on the
+    device."""
+    sizes = sorted({int(v) for v in args.count_batches.split(",") if v.strip()} | {args.batch_size})
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {
+        (impl, size): count_device_batch(root, size, impl, args.max_boxes, device)  # type: ignore[arg-type]
+        for impl in impls
+        for size in sizes
+        if size <= args.images
+    }
+
+
+def _count_lines(counts: list[BatchCount]) -> list[str]:
+    """One line per counted batch, with the growth relative to the smallest batch."""
+    lines = []
+    for c in counts:
+        first = min((x for x in counts if x.impl == c.impl), key=lambda x: x.batch_size)
+        lines.append(
+            f"device path ({c.impl} jitter), batch {c.batch_size}: {c.ops} ops, {c.syncs} host "
+            f"syncs per batch ({c.ops / first.ops:.2f}x batch {first.batch_size})"
+        )
+    return lines
 
 
 def _medians(runs: list[Measured]) -> tuple[float, float, float, float | None]:

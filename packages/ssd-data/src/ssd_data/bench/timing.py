@@ -101,10 +101,11 @@ def run_ours(
         max_boxes=max_boxes,
         pin_memory=cuda,
     )
-    loader = build_train_loader(cfg, 0, 1, 0, "cuda" if cuda else "cpu")
+    device = "cuda" if cuda else "cpu"
+    loader = build_train_loader(cfg, 0, 1, 0, device)
     collate = TimedCollate(loader._collate)
     loader._loader = _build_graph(
-        loader._sampler, TimedMap(loader._map_fn), collate, batch_size, True, cfg
+        loader._sampler, TimedMap(loader._map_fn), collate, batch_size, True, cfg, device
     )
     augmenter = loader._augmenter
     if augmenter is not None:

@@ -26,8 +26,15 @@ successor (torch >= 2.11), is not used: it is not installed here nor on the H200
 and the issue asks for it only where it imports AND measures at least as fast; switch in
 :func:`decode_jpegs` once a GPU run shows that.
 
-No host sync in the augmentation itself: every value that shapes the work (crop rectangles,
-flips, jitter orders, which images need the CPU) is read from the host copy of the batch.
+No host sync and a constant number of operations per batch (the decode aside: one op per image
+on the CPU, one batched call on CUDA): every value that shapes the work (the padded size, the
+pass-order and jitter groups, which images need the CPU) is read from the host copy of the
+batch's decisions, and the decisions with the batch plan (:mod:`ssd_data.device.plan`) cross to
+the device as ONE pinned tensor copied ``non_blocking``. Exceptions, rare by construction: an
+image the host decodes with PIL (not a JPEG, CMYK) adds a few ops and a host tensor built
+from numpy (counted as ``lift_fresh``; a pinned, non-blocking copy on CUDA); a bad file's
+replacement (reading a file, rebuilding the batch's decisions unpinned: a synchronous copy).
+On CUDA the decode runs on its own stream, ordered by :class:`~ssd_data.device.streams.DecodeStreams`.
 """
 
 from __future__ import annotations
@@ -43,21 +50,23 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from ssd_data.device.batch import EncodedBatch
 from ssd_data.device.color import jitter_fused_batch, jitter_reference_batch
-from ssd_data.device.resize import crop_flip_resize
+from ssd_data.device.plan import C_RESIZE_ORDER, jitter_group_sizes, num_vertical, with_plan
+from ssd_data.device.resize import crop_flip_resize, pad_images
 from ssd_data.device.samples import (
+    NUM_PARAMS,
     P_FLIP,
     P_HEIGHT,
     P_HOST_DECODE,
     P_LEFT,
-    P_ORDER,
     P_WIDTH,
     DeviceSampleFn,
     EncodedSample,
 )
+from ssd_data.device.streams import DecodeStreams
 from ssd_data.errors import UnreadableImage
 from ssd_data.host.decode import load_rgb, open_image
 from ssd_data.samples.batch import TrainBatch
-from ssd_data.samples.loop import OUTPUT_SIZE, AugmentImpl, Event
+from ssd_data.samples.loop import AugmentImpl, Event
 
 
 def decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
@@ -113,6 +122,7 @@ class DeviceAugmenter:
         self.timing = timing
         self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
         self._cpu_seconds = 0.0
+        self._decode_stream: torch.cuda.Stream | None = None
         self.images = 0
 
     def __call__(self, batch: EncodedBatch) -> tuple[TrainBatch, list[Event]]:
@@ -123,18 +133,15 @@ class DeviceAugmenter:
             start.record()
         events: list[Event] = []
         images, batch = self._decode(batch, events)
-        params = batch.params
-        rects = [tuple(int(v) for v in row[P_LEFT : P_LEFT + 4]) for row in params.tolist()]
-        flips = [bool(row[P_FLIP]) for row in params.tolist()]
-        n = len(images)
-        out = torch.empty(n, 3, OUTPUT_SIZE, OUTPUT_SIZE, dtype=torch.float32, device=self.device)
-        crop_flip_resize(images, rects, flips, out)  # type: ignore[arg-type]
-        params_dev = params.to(self.device, non_blocking=True)
+        host = batch.params.numpy()  # the host copy: shapes and group sizes, no sync
+        decisions = batch.params.to(self.device, non_blocking=True)  # the one copy per batch
+        crops = decisions[:, P_LEFT : P_FLIP + 1]  # left, top, right, bottom, flip
+        order = decisions[:, C_RESIZE_ORDER].to(torch.int64)
+        out = crop_flip_resize(pad_images(images), crops, order, num_vertical(host))
         if self.impl == "reference":
-            orders = params[:, P_ORDER : P_ORDER + 4].to(torch.int64).tolist()
-            out = jitter_reference_batch(out, params_dev, orders)
+            out = jitter_reference_batch(out, decisions, jitter_group_sizes(host))
         else:
-            out = jitter_fused_batch(out, params_dev)
+            out = jitter_fused_batch(out, decisions)
         pixels = out.to(torch.uint8)
         if self.channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
@@ -151,8 +158,15 @@ class DeviceAugmenter:
                 self._events.append((start, end))
             else:
                 self._cpu_seconds += time.perf_counter() - t0
-        self.images += n
+        self.images += len(images)
         return result, events
+
+    def _streams(self) -> DecodeStreams:
+        """The decode stream (one per augmenter, created on first use) for work on the current
+        stream (the side stream of :func:`ssd_data.device.prefetch.device_batches`)."""
+        if self._decode_stream is None:
+            self._decode_stream = torch.cuda.Stream(device=self.device)
+        return DecodeStreams(self._decode_stream, torch.cuda.current_stream(self.device))
 
     def device_seconds_total(self) -> float:
         """Device time of the timed calls so far (syncs on CUDA: for benchmarks only)."""
@@ -163,12 +177,15 @@ class DeviceAugmenter:
     def _decode(
         self, batch: EncodedBatch, events: list[Event]
     ) -> tuple[list[torch.Tensor], EncodedBatch]:
-        rows_host = batch.params.tolist()
+        rows_host = batch.params.numpy()
         on_device = [k for k, row in enumerate(rows_host) if not row[P_HOST_DECODE]]
         decoded: list[torch.Tensor | None] = [None] * len(rows_host)
-        for k, image in zip(
-            on_device, decode_jpegs([batch.data[k] for k in on_device], self.device), strict=True
-        ):
+        data = [batch.data[k] for k in on_device]
+        if self.device.type == "cuda":
+            images = self._streams().decode(lambda: decode_jpegs(data, self.device))
+        else:
+            images = decode_jpegs(data, self.device)
+        for k, image in zip(on_device, images, strict=True):
             size = (int(rows_host[k][P_HEIGHT]), int(rows_host[k][P_WIDTH]))
             if image is not None and tuple(image.shape[1:]) == size:  # else: PIL decides
                 decoded[k] = image
@@ -195,6 +212,8 @@ class DeviceAugmenter:
             path = fn.path(origin[2])
             try:
                 image = pil_decode(data, path)
+                if self.device.type == "cuda":  # pinned: the copy does not block
+                    image = image.contiguous().pin_memory()
                 return image.to(self.device, non_blocking=True), replacement
             except UnreadableImage as e:
                 reason = e.reason
@@ -205,14 +224,16 @@ class DeviceAugmenter:
 
 def _replace_rows(batch: EncodedBatch, rows: dict[int, EncodedSample]) -> EncodedBatch:
     """``batch`` with rows ``k`` taken from replacement samples (host tensors, copied)."""
-    params, boxes, labels = batch.params.clone(), batch.boxes.clone(), batch.labels.clone()
+    params = batch.params.numpy().copy()
+    boxes, labels = batch.boxes.clone(), batch.labels.clone()
     ids, origins = batch.image_ids.clone(), batch.origins.clone()
     data = list(batch.data)
     for k, s in rows.items():
-        params[k] = torch.from_numpy(s.params)
+        params[k, :NUM_PARAMS] = s.params
         boxes[k] = torch.from_numpy(s.boxes)
         labels[k] = torch.from_numpy(s.labels)
         ids[k] = s.image_id
         origins[k] = torch.tensor(s.origin)
         data[k] = torch.from_numpy(s.data)
-    return EncodedBatch(data, params, boxes, labels, ids, origins)
+    # Not pinned: the copy to the device is then synchronous (the rare bad-image path only).
+    return EncodedBatch(data, torch.from_numpy(with_plan(params)), boxes, labels, ids, origins)

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ssd_data.device.plan import with_plan
 from ssd_data.device.samples import EncodedSample
 from ssd_data.samples.batch import stack_targets
 from ssd_data.samples.loop import Event
@@ -24,7 +25,9 @@ class EncodedBatch(NamedTuple):
     """One step's input before decoding (N = batch size, M = data.max_boxes, P = NUM_PARAMS).
 
     data: N uint8[bytes_i] tensors, the JPEG files, views of one (pinned) buffer;
-    params: float32[N, P] crop/flip/jitter decisions (columns ``device_samples.P_*``);
+    params: float32[N, NUM_COLUMNS] the crop/flip/jitter decisions (columns
+    ``ssd_data.device.samples.P_*``) followed by the batch plan (``ssd_data.device.plan.C_*``):
+    the ONE tensor that crosses to the device per batch (pinned, copied ``non_blocking``);
     boxes: float32[N, M, 4] ltrb normalised to the output; labels: int64[N, M], 0 = padding;
     image_ids: int64[N]; origins: int64[N, 5] (epoch, position, index, attempt, fallback).
     """
@@ -57,7 +60,7 @@ def collate_encoded(
     boxes, labels, image_ids, events = stack_targets(samples)
     batch = EncodedBatch(
         data=byte_views([s.data for s in samples], pin),
-        params=torch.from_numpy(np.stack([s.params for s in samples])),
+        params=torch.from_numpy(with_plan(np.stack([s.params for s in samples]))),
         boxes=boxes,
         labels=labels,
         image_ids=image_ids,

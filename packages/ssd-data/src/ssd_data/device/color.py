@@ -1,8 +1,10 @@
 """Colour jitter of the device input path, batched over images with per-image factors and order.
 
 Images are float tensors [N, 3, H, W] holding whole grey levels 0..255 (RGB); ``params`` the
-float32 [N, P] decisions of :mod:`ssd_data.device.samples`. No host sync: the per-image order is
-applied by grouping the images by op at each step (host-side order lists).
+float32 [N, NUM_COLUMNS] decisions of :mod:`ssd_data.device.samples` with the batch plan
+(:mod:`ssd_data.device.plan`). No host sync and a constant number of operations: the per-image
+order is applied by grouping the images by op at each step (the plan's orders); constants are
+created once per device.
 
 - :func:`jitter_reference_batch` re-does, op for op, what the CPU ``reference`` path does
   (torchvision's functional ops on PIL images = PIL ``ImageEnhance`` blends and PIL's 8-bit HSV
@@ -17,10 +19,12 @@ applied by grouping the images by op at each step (host-side order lists).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
+from ssd_data.device.plan import C_JITTER_ORDER
 from ssd_data.device.resize import floor_pos
 from ssd_data.device.samples import (
     P_BRIGHTNESS,
@@ -121,55 +125,65 @@ def _apply_op(x: torch.Tensor, params: torch.Tensor, op: int) -> torch.Tensor:
     return pil_hue(x, _col(params, P_HUE_SHIFT, torch.float32))
 
 
-def _index(rows: list[int], device: torch.device) -> torch.Tensor:
-    """int64 index tensor on ``device`` without a blocking copy (pinned source on CUDA)."""
-    index = torch.tensor(rows, dtype=torch.int64)
-    if device.type == "cuda":
-        return index.pin_memory().to(device, non_blocking=True)
-    return index
-
-
 def jitter_reference_batch(
-    x: torch.Tensor, params: torch.Tensor, orders: list[list[int]]
+    x: torch.Tensor, decisions: torch.Tensor, group_sizes: list[list[int]]
 ) -> torch.Tensor:
     """The reference colour jitter of each image of ``x`` float32 [N, 3, H, W] (whole levels),
-    in each image's own order; returns float32 [N, 3, H, W] whole levels. ``params`` on x's
-    device; ``orders`` the N orders as host lists (the images are grouped by op at each of the
-    four steps, so every image runs each op once, without a device sync)."""
+    in each image's own order; returns float32 [N, 3, H, W] whole levels.
+
+    ``decisions`` float32 [N, NUM_COLUMNS] on x's device (the batch plan's columns included,
+    :mod:`ssd_data.device.plan`); ``group_sizes`` [step][op] the host's group sizes
+    (:func:`~ssd_data.device.plan.jitter_group_sizes`). At each of the four steps the images
+    are sorted by op (the plan's order), each op runs once on its contiguous group, and the
+    results go back to their places: every image runs each op once, in a constant number of
+    operations, without a device sync.
+    """
     for step in range(4):
-        for op in range(4):
-            rows = [k for k, order in enumerate(orders) if order[step] == op]
-            if len(rows) == len(orders):
-                x = _apply_op(x, params, op)
-            elif rows:
-                index = _index(rows, x.device)
-                y = _apply_op(x.index_select(0, index), params.index_select(0, index), op)
-                x = x.index_copy(0, index, y)
+        order = decisions[:, C_JITTER_ORDER + step].to(torch.int64)
+        xs, ps = x.index_select(0, order), decisions.index_select(0, order)
+        parts, start = [], 0
+        for op, size in enumerate(group_sizes[step]):  # empty groups too: constant op count
+            parts.append(_apply_op(xs[start : start + size], ps[start : start + size], op))
+            start += size
+        x = torch.empty_like(x).index_copy_(0, order, torch.cat(parts))
     return x
+
+
+@functools.cache
+def _constants(device: torch.device) -> dict[str, torch.Tensor]:
+    """float64 constants of the fused jitter on ``device``, created once per device (building
+    them per batch would be a blocking host-to-device copy each time)."""
+    k = 1 / math.sqrt(3)
+    axis = torch.full((3,), k, dtype=torch.float64)
+    luma = torch.tensor(LUMA, dtype=torch.float64)
+    host = {
+        "luma": luma,
+        "eye": torch.eye(3, dtype=torch.float64),
+        "grey": torch.outer(torch.ones(3, dtype=torch.float64), luma),
+        "cross": torch.tensor([[0, -k, k], [k, 0, -k], [-k, k, 0]], dtype=torch.float64),
+        "axis_outer": torch.outer(axis, axis),
+    }
+    return {name: t.to(device) for name, t in host.items()}
 
 
 def _hue_rotation_batch(hue: torch.Tensor) -> torch.Tensor:
     """float64 [N, 3, 3] rotations about the grey axis by ``hue`` [N] turns
     (:func:`ssd_data.host.color.hue_rotation` batched)."""
+    const = _constants(hue.device)
     theta = 2 * math.pi * hue.double()
-    k = torch.full((3,), 1 / math.sqrt(3), dtype=torch.float64, device=hue.device)
-    cross = torch.tensor(
-        [[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], dtype=torch.float64
-    ).to(hue.device)
     c, s = torch.cos(theta).view(-1, 1, 1), torch.sin(theta).view(-1, 1, 1)
-    eye = torch.eye(3, dtype=torch.float64, device=hue.device)
-    return c * eye + s * cross + (1 - c) * torch.outer(k, k)
+    return c * const["eye"] + s * const["cross"] + (1 - c) * const["axis_outer"]
 
 
 def affine_maps(params: torch.Tensor, mean_rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(A float64 [N, 3, 3], t float64 [N, 3]): :func:`ssd_data.host.color.affine_map` for every image;
     ``mean_rgb`` float64 [N, 3] is each image's mean colour before jitter."""
     n, dev = params.shape[0], params.device
+    const = _constants(dev)
     p = params.double()
-    luma = torch.tensor(LUMA, dtype=torch.float64, device=dev)
-    eye = torch.eye(3, dtype=torch.float64, device=dev).expand(n, 3, 3)
-    grey = torch.outer(torch.ones(3, dtype=torch.float64, device=dev), luma)
-    a, t = eye.clone(), torch.zeros(n, 3, dtype=torch.float64, device=dev)
+    luma, grey = const["luma"], const["grey"]
+    eye = const["eye"].expand(n, 3, 3)
+    a, t = eye.clone(), p.new_zeros(n, 3)
     b = p[:, P_BRIGHTNESS].view(-1, 1, 1)
     c = p[:, P_CONTRAST].view(-1, 1, 1)
     s = p[:, P_SATURATION].view(-1, 1, 1)

@@ -7,6 +7,9 @@
   ``data.pin_memory``), and a :class:`~ssd_data.device.augment.DeviceAugmenter` that the loader
   applies to every batch (:func:`ssd_data.device.prefetch.device_batches`); the loader yields
   batches already on the device.
+- Evaluation (:func:`select_eval_path`): the same choice; on the device path the workers read
+  the val bytes (:class:`~ssd_data.device.eval.DeviceEvalSampleFn`) and a
+  :class:`~ssd_data.device.eval.DeviceEvalResizer` decodes and resizes them on the device.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from ssd_data.coco import CocoIndex
 from ssd_data.config import DataConfig
 from ssd_data.device.augment import DeviceAugmenter
 from ssd_data.device.batch import EncodedCollate
+from ssd_data.device.eval import DeviceEvalResizer, DeviceEvalSampleFn, EncodedEvalCollate
 from ssd_data.device.samples import DeviceSampleFn
-from ssd_data.host.samples import TrainSampleFn
-from ssd_data.samples.batch import TrainCollate
+from ssd_data.host.samples import EvalSampleFn, TrainSampleFn
+from ssd_data.samples.batch import EvalCollate, TrainCollate
 
 
 def resolve_augment_device(setting: str, device: torch.device | str) -> torch.device | None:
@@ -63,3 +67,23 @@ def select_train_path(
     pin = cfg.pin_memory and torch.cuda.is_available()
     augmenter = DeviceAugmenter(map_fn, target, cfg.augment_impl, cfg.channels_last)
     return map_fn, EncodedCollate(pin), augmenter
+
+
+def select_eval_path(
+    cfg: DataConfig, index: CocoIndex, image_dir: Path, device: torch.device | str
+) -> tuple[Callable[[Any], Any], Callable[[Any], Any], DeviceEvalResizer | None]:
+    """(map function, collate, device resizer or None) of the evaluation loader: with the
+    device path, the workers read the val bytes and the device decodes and resizes them
+    (:mod:`ssd_data.device.eval`); otherwise PIL in the workers."""
+    target = resolve_augment_device(cfg.augment_device, device)
+    if target is None:
+        map_fn = EvalSampleFn(
+            index=index, image_dir=image_dir, impl=cfg.augment_impl, policy=cfg.bad_image_policy
+        )
+        return map_fn, EvalCollate(cfg.channels_last), None
+    device_fn = DeviceEvalSampleFn(index, image_dir, cfg.augment_impl, cfg.bad_image_policy)
+    pin = cfg.pin_memory and torch.cuda.is_available()
+    resizer = DeviceEvalResizer(
+        target, cfg.augment_impl, cfg.channels_last, cfg.bad_image_policy, index.path
+    )
+    return device_fn, EncodedEvalCollate(pin), resizer

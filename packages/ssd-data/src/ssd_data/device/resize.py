@@ -9,13 +9,21 @@ is a matrix product with the same quantised weights (built batched on the device
 PIL's, pixel for pixel (tests/data/test_device_augment.py). The crop is a slice of the decoded
 image, the flip a reversal of that slice, both before the resize as in the reference.
 
-Per image: two matmuls and a rounding (different crop sizes); the weights for the whole batch
-come from one set of batched ops. Alternatives considered: ``roi_align`` (box-filter sampling:
-not PIL's triangle filter, so not comparable pixel for pixel) and one padded batched matmul
-(memory N x 3 x Hmax x Wmax in float64).
+The whole batch runs in a constant number of operations: the decoded images are padded to the
+batch's largest image (one uint8 [N, 3, Hp, Wp] tensor), the crop and flip are folded into
+per-image weight matrices gathered from the crop's weights (zero outside the crop), and both
+passes are batched matmuls. PIL picks the pass order per crop size; the images are grouped by
+it (the host orders them, :func:`vertical_first`), so each group is one pair of batched
+matmuls. Cost: the float64 copy of the padded batch (N x 3 x Hp x Wp x 8 bytes: ~1.9 GB at
+batch 256 for 640x480 photos) and multiply-adds over the whole image instead of the crop (the
+SSD crop keeps 30..100% of each side). Alternatives considered: ``roi_align`` (box-filter
+sampling: not PIL's triangle filter, so not comparable pixel for pixel) and grouping by crop
+size (nearly every crop size differs: one group per image, i.e. the per-image loop).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -58,40 +66,82 @@ def pil_resize_weights(
     return (floor_pos(w * one + 0.5) / one).to(dtype)
 
 
-def crop_flip_resize(
-    images: list[torch.Tensor],
-    rects: list[tuple[int, int, int, int]],
-    flips: list[bool],
-    out: torch.Tensor,
+def pad_images(images: list[torch.Tensor]) -> torch.Tensor:
+    """uint8 [N, 3, Hp, Wp]: the images uint8 [3, H_i, W_i] (one device, any strides) at the
+    top left of zero padding to the largest height and width, in two dispatched operations (a
+    nested tensor, then its padded form) whatever N.
+
+    Inside ``to_padded_tensor``, uint8 takes ATen's generic path: one pad per image and a
+    stack, launched from C++ (no Python per image, no sync). Its single-kernel CUDA path (float
+    types only) copies the size metadata from pageable host memory, a host sync, so it is not
+    used. One gather kernel from the decoded buffer would remove the per-image launches."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*nested tensors is in prototype stage.*")
+        return torch.nested.to_padded_tensor(torch.nested.as_nested_tensor(images), 0)
+
+
+def full_image_weights(
+    crop_size: torch.Tensor,
+    start: torch.Tensor,
+    flip: torch.Tensor,
+    length: int,
+    out_size: int = OUTPUT_SIZE,
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """Crop, flip and resize each decoded image into ``out``.
+    """Weights [N, out_size, length] of crop + (flip) + PIL bilinear resample along one axis,
+    indexed by the pixel of the whole (padded) decoded image.
 
-    ``images`` uint8 [3, H_i, W_i] on one device; ``rects`` (left, top, right, bottom) pixel
-    crops (right/bottom exclusive) and ``flips`` are host values (no sync); ``out`` float32
-    [N, 3, 300, 300] receives whole grey levels 0..255 (PIL's result). Returns ``out``.
+    ``crop_size``, ``start`` (first cropped pixel) and ``flip`` (1.0: mirrored) are float
+    [N] whole numbers on the device. The crop's weights (:func:`pil_resize_weights`) are
+    gathered to the image's pixels: pixel x is crop pixel ``x - start`` (``start + size - 1 -
+    x`` when flipped); pixels outside the crop, padding included, get weight 0.
     """
-    dev = out.device
-    widths = torch.tensor([r - left for left, _, r, _ in rects], device="cpu")
-    heights = torch.tensor([b - t for _, t, _, b in rects], device="cpu")
-    size = out.shape[-1]
-    wx = pil_resize_weights(widths.to(dev, non_blocking=True), int(widths.max()), size, dtype)
-    wy = pil_resize_weights(
-        heights.to(dev, non_blocking=True), int(heights.max()), out.shape[-2], dtype
-    )
-    for k, (image, (left, top, right, bottom), flip) in enumerate(
-        zip(images, rects, flips, strict=True)
-    ):
-        crop = image[:, top:bottom, left:right]
-        if flip:
-            crop = crop.flip(-1)
-        x, y = wx[k, :, : right - left], wy[k, :, : bottom - top]
-        if vertical_first(right - left, bottom - top, out.shape[-2]):
-            cols = _round(torch.matmul(y, crop.to(dtype)))  # [3, 300, w]; uint8 between passes
-            out[k] = _round(torch.matmul(cols, x.T))
-        else:
-            rows = _round(torch.matmul(crop.to(dtype), x.T))  # [3, h, 300]
-            out[k] = _round(torch.matmul(y, rows))
+    n = crop_size.shape[0]
+    crop_w = pil_resize_weights(crop_size, length, out_size, dtype)
+    x = torch.arange(length, dtype=torch.float64, device=crop_size.device).view(1, -1)
+    first, size = start.to(torch.float64).view(-1, 1), crop_size.to(torch.float64).view(-1, 1)
+    j = torch.where(flip.view(-1, 1) > 0.5, first + size - 1 - x, x - first)  # [N, length]
+    inside = (j >= 0) & (j < size)
+    index = j.clamp(0, length - 1).to(torch.int64).unsqueeze(1).expand(n, out_size, length)
+    return torch.where(inside.unsqueeze(1), crop_w.gather(2, index), 0.0)
+
+
+def crop_flip_resize(
+    images: torch.Tensor,
+    crops: torch.Tensor,
+    order: torch.Tensor,
+    num_vertical: int,
+    out_size: int = OUTPUT_SIZE,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """Crop, flip and resize a padded batch of decoded images to ``out_size`` squared, in a
+    constant number of operations (two batched matmuls and two roundings per pass order).
+
+    ``images`` uint8 [N, 3, Hp, Wp] (each image at the top left, zero padding); ``crops`` float32
+    [N, 5] on the device: (left, top, right, bottom, flip), pixel crops (right/bottom exclusive),
+    flip 1.0 = mirror; ``order`` int64 [N] on the device: the images whose resize runs the
+    vertical pass first (:func:`vertical_first`) come first, ``num_vertical`` of them (a host
+    value, from the host copy of the decisions: no sync). Returns float32 [N, 3, out, out]
+    whole grey levels 0..255 (PIL's result). The crop and flip are folded into the weights
+    (:func:`full_image_weights`): padding and cropped-away pixels have weight 0, which adds
+    exact zeros to the exact float64 sums, so the pixels are those of cropping first.
+    """
+    n, _, hp, wp = images.shape
+    left, top, right, bottom, flip = crops.unbind(1)
+    wx = full_image_weights(right - left, left, flip, wp, out_size, dtype)  # [N, out, Wp]
+    wy = full_image_weights(bottom - top, top, flip.new_zeros(()).expand(n), hp, out_size, dtype)
+    out = images.new_empty(n, 3, out_size, out_size, dtype=torch.float32)
+    vertical, horizontal = order[:num_vertical], order[num_vertical:]
+    # Vertical pass first: [3, Hp, Wp] -> [3, out, Wp] (uint8 between the passes) -> [3, out, out].
+    x = images.index_select(0, vertical).to(dtype)
+    cols = _round(torch.matmul(wy.index_select(0, vertical).unsqueeze(1), x))
+    y = _round(torch.matmul(cols, wx.index_select(0, vertical).transpose(1, 2).unsqueeze(1)))
+    out.index_copy_(0, vertical, y.to(torch.float32))
+    # Horizontal pass first: [3, Hp, Wp] -> [3, Hp, out] -> [3, out, out].
+    x = images.index_select(0, horizontal).to(dtype)
+    rows = _round(torch.matmul(x, wx.index_select(0, horizontal).transpose(1, 2).unsqueeze(1)))
+    y = _round(torch.matmul(wy.index_select(0, horizontal).unsqueeze(1), rows))
+    out.index_copy_(0, horizontal, y.to(torch.float32))
     return out
 
 
