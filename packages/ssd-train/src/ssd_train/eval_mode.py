@@ -2,7 +2,7 @@
 
 ``ssd-train --mode eval --weights runs/X/best.pt --data.root /coco`` (or ``--weights
 runs/X/checkpoints/step-N``). Runs on every rank under torchrun (each infers its shard); rank 0
-scores synchronously and prints the 12-line COCO summary.
+scores synchronously and prints the 12-line COCO summary and the per-category table (weakest first).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from ssd_core import build_detector
 from ssd_data import build_eval_loader
-from ssd_eval import EvalResult, format_summary
+from ssd_eval import EvalResult, format_per_class_table, format_summary
 from torch import nn
 
 from ssd_train.checkpoint.weights import ExportError
@@ -160,6 +160,8 @@ def evaluate_weights(settings: Settings) -> EvalResult:
         if ctx.is_main:
             print(f"COCO box evaluation of {what} on {loader.num_samples} images:")
             print(format_summary(result.stats), flush=True)
+            if result.per_class is not None:
+                print(f"\n{format_per_class_table(result.per_class)}", flush=True)
         return result
     finally:
         if evaluation is not None:
