@@ -3,7 +3,7 @@
 - pr_curves.png (1400x600 px): interpolated precision against recall, at IoU 0.50 (left) and
   averaged over IoU 0.50:0.95 (right), 100 detections, all areas; one faint line per category with
   ground truth, and their mean in bold (the mean's area is AP50 and AP).
-- confusion_matrix.png (square, 700 to 1800 px): rows the true class, columns the predicted class,
+- confusion_matrix.png (700 to 1800 px high, 120 px wider for the colour bar): rows the true class, columns the predicted class,
   background last; each row normalised to sum 1 (where the ground-truth boxes of a class went;
   the background row: which classes the unmatched detections claimed). Values are written in the
   cells when there are at most 30 classes.
@@ -58,7 +58,7 @@ def pr_curves_figure(per_class: PerClassResult) -> Figure:
 def confusion_figure(confusion: ConfusionMatrix) -> Figure:
     """The row-normalised matrix as an image, class names on both axes, a colour bar."""
     k = len(confusion.names)
-    side = float(np.clip(4.0 + 0.17 * (k + 1), 7.0, 18.0))
+    side = float(np.clip(2.0 + 0.2 * (k + 1), 7.0, 18.0))
     fig = Figure(figsize=(side + 1.2, side), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
