@@ -10,7 +10,9 @@ import pytest
 from ssd_eval import EvalResult
 from ssd_eval.groundtruth import load_ground_truth
 from ssd_eval.scoring import CocoScorer
+from ssd_eval.summary import format_summary
 from ssd_eval.synthetic import make_detections, make_ground_truth
+from ssd_train.eval_mode import evaluation_report
 from ssd_train.evaluation import EvalHistory, RunEvaluations
 from ssd_train.report.config import LoggingConfig, WandbConfig
 from ssd_train.report.metrics import read_metrics
@@ -161,3 +163,18 @@ def test_wandb_offline_run_holds_table_and_plots(
     data = b"".join(f.read_bytes() for f in (run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert b"eval/per_class" in data and b"eval/per_class_ap/" in data
     assert b"images/pr_curves" in data and b"images/confusion_matrix" in data
+
+
+def test_eval_mode_prints_the_table_after_the_summary(scored: EvalResult) -> None:
+    assert scored.per_class is not None
+    lines = evaluation_report("weights w.pt", 30, scored).splitlines()
+    assert lines[0] == "COCO box evaluation of weights w.pt on 30 images:"
+    assert lines[1:13] == format_summary(scored.stats).splitlines()
+    assert lines[13] == "" and lines[14].startswith("category ")
+    table = lines[14:]
+    assert len(table) == 1 + len(scored.per_class.names)
+    assert max(len(line) for line in table) <= 100
+    shown = [-1.0 if cell == "-" else float(cell) for cell in (r.split()[-9] for r in table[1:])]
+    assert shown[:-1] == sorted(shown[:-1]) and shown[-1] == -1.0  # weakest first, no-gt last
+    lines = evaluation_report("w", 30, scored._replace(per_class=None)).splitlines()
+    assert len(lines) == 13

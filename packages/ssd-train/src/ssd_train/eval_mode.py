@@ -123,6 +123,16 @@ def weights_num_classes(weights: Path, default: int) -> int:
     return int(_read_exported(weights).metadata.get("num_classes", default))
 
 
+def evaluation_report(what: str, images: int, result: EvalResult) -> str:
+    """What ``--mode eval`` prints: a title line, the 12-line COCO summary and, when the result
+    has per-category results, a blank line and the per-category table (weakest first, as
+    ``ssd-eval`` prints it). No trailing newline."""
+    lines = [f"COCO box evaluation of {what} on {images} images:", format_summary(result.stats)]
+    if result.per_class is not None:
+        lines += ["", format_per_class_table(result.per_class)]
+    return "\n".join(lines)
+
+
 def evaluate_weights(settings: Settings) -> EvalResult:
     """Evaluate ``settings.weights`` on ``settings.data``'s validation set; returns the result (all ranks)."""
     check_weights_arg(settings.weights)
@@ -158,10 +168,7 @@ def evaluate_weights(settings: Settings) -> EvalResult:
         result = evaluation.run(model, 0, asynchronous=False)
         assert result is not None
         if ctx.is_main:
-            print(f"COCO box evaluation of {what} on {loader.num_samples} images:")
-            print(format_summary(result.stats), flush=True)
-            if result.per_class is not None:
-                print(f"\n{format_per_class_table(result.per_class)}", flush=True)
+            print(evaluation_report(what, loader.num_samples, result), flush=True)
         return result
     finally:
         if evaluation is not None:
