@@ -95,7 +95,8 @@ def _score_parser() -> argparse.ArgumentParser:
 def _bench_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ssd-eval bench",
-        description="Time scoring of a val2017-sized synthetic job with ssd_eval and pycocotools.",
+        description="Time scoring of a val2017-sized synthetic job with ssd_eval (without and with "
+        "the per-class output) and pycocotools.",
     )
     parser.add_argument(
         "--images", type=int, default=5000, metavar="N", help="images (default: 5000, as val2017)"
