@@ -70,7 +70,7 @@ def test_score_prints_summary_and_writes_json(
     printed = capsys.readouterr().out.splitlines()
     assert printed[:12] == expected_lines
     written = json.loads(out.read_text())
-    assert set(written) == {"mAP", "stats"}
+    assert set(written) == {"mAP", "stats", "per_class"}  # per_class: test_cli_per_class.py
     np.testing.assert_allclose(written["stats"], expected_stats, rtol=0, atol=1e-9)
     assert written["mAP"] == written["stats"][0]
 
@@ -119,21 +119,25 @@ def test_bench_small_job(capsys: pytest.CaptureFixture[str]) -> None:
     assert "job: 30 images" in out
     table = [line for line in out.splitlines() if line.startswith("| ")]
     header = [cell.strip() for cell in table[0].split("|")]
-    ours, reference = ([cell.strip() for cell in line.split("|")] for line in table[1:3])
-    assert header[1:7] == [
+    ours, ours_per_class, reference = (
+        [cell.strip() for cell in line.split("|")] for line in table[1:4]
+    )
+    assert header[1:8] == [
         "backend",
         "load+index s",
         "evaluate s",
         "accumulate s",
+        "per-class s",
         "total s",
         "speed-up",
     ]
     assert "faster-coco-eval" in ours[1] and "pycocotools" in reference[1]
-    assert ours[header.index("mAP")] == reference[header.index("mAP")]
-    assert float(ours[header.index("max abs diff (12 stats)")]) < 1e-9
-    assert float(ours[4]) + float(ours[3]) + float(ours[2]) == pytest.approx(
-        float(ours[5]), abs=0.02
-    )
+    assert ours_per_class[1].endswith("+ per-class") and float(ours[5]) == 0.0
+    for row in (ours, ours_per_class):
+        assert row[header.index("mAP")] == reference[header.index("mAP")]
+        assert float(row[header.index("max abs diff (12 stats)")]) < 1e-9
+        assert sum(float(cell) for cell in row[2:6]) == pytest.approx(float(row[6]), abs=0.03)
+    assert "per-class output: wall" in out
 
 
 def test_module_entry_point_help() -> None:
@@ -168,4 +172,4 @@ def test_without_pycocotools(
     out = capsys.readouterr().out
     assert "pycocotools is not installed" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "backend" not in line]
-    assert len(rows) == 1 and "faster-coco-eval" in rows[0]
+    assert len(rows) == 2 and all("faster-coco-eval" in row for row in rows)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import gc
 import logging
 import math
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,9 @@ from ssd_data.device.prefetch import device_batches
 from ssd_data.errors import DataError
 from ssd_data.sampler import EpochClock, ShardSampler, StreamSampler
 from ssd_data.samples.batch import EvalBatch, TrainBatch
-from ssd_data.samples.loop import Event
+from ssd_data.samples.events import EventLog
 
 log = logging.getLogger(__name__)
-_LOGGED_PER_KIND = 20  # events of one kind logged one by one; after that only counted
 _STATE_VERSION = 2  # 2: one endless stream (batches_done over the run); 1: per-epoch
 
 
@@ -116,42 +114,6 @@ def _collect_before_fork(cfg: DataConfig) -> None:
         gc.collect()
 
 
-class _EventLog:
-    """Counts sample events and logs the first few of each kind with the file name.
-
-    Counts: ``bad_image`` and ``size_mismatch`` per image, ``dropped_boxes`` per box.
-    """
-
-    def __init__(self, what: str, policy_hint: str) -> None:
-        self.counts: Counter[str] = Counter()
-        self._logged: Counter[str] = Counter()
-        self.what, self.policy_hint = what, policy_hint
-
-    def record(self, events: list[Event]) -> None:
-        for kind, file, detail in events:
-            self.counts[kind] += int(detail) if kind == "dropped_boxes" else 1  # type: ignore[call-overload]
-            self._logged[kind] += 1
-            if self._logged[kind] > _LOGGED_PER_KIND:
-                continue
-            if kind == "bad_image":
-                log.warning(
-                    "unreadable %s image %s (%s): %s", self.what, file, detail, self.policy_hint
-                )
-            elif kind == "dropped_boxes":
-                log.warning(
-                    "%s: %s boxes beyond data.max_boxes dropped (raise data.max_boxes)",
-                    file,
-                    detail,
-                )
-            else:
-                log.warning("%s: image size differs from its annotation: %s", file, detail)
-            if self._logged[kind] == _LOGGED_PER_KIND:
-                log.warning("further '%s' events of the %s data are only counted", kind, self.what)
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.counts)
-
-
 class TrainLoader:
     """Training batches of one rank: one endless stream of epochs (see :func:`build_train_loader`).
 
@@ -201,7 +163,7 @@ class TrainLoader:
             self._sampler, self._map_fn, self._collate, cfg.batch_size, True, cfg, device
         )
         hint = "replaced by another image (data.bad_image_policy=skip)"
-        self._events = _EventLog("training", hint)
+        self._events = EventLog("training", hint)
         self.batches_done = 0  # batches yielded over the whole run (all epochs)
         self._images = 0
         self._generation = 0  # bumped by every iter(): older iterators stop
@@ -328,7 +290,7 @@ class EvalLoader:
         self._loader = _build_graph(
             sampler, map_fn, collate, cfg.eval_batch_size, False, cfg, device
         )
-        self._events = _EventLog(
+        self._events = EventLog(
             "evaluation", "left out of the evaluation (data.bad_image_policy=skip)"
         )
 

@@ -30,10 +30,17 @@ class AsyncScoringError(RuntimeError):
     """The scoring process failed (the message names the epoch and the cause)."""
 
 
-def _init_worker(gt: str | Mapping[str, Any], backend: Backend) -> None:
+def _init_worker(
+    gt: str | Mapping[str, Any], backend: Backend, per_class: bool, confusion_score: float
+) -> None:
     """Worker initializer: load and index the ground truth once."""
     global _WORKER_SCORER
-    _WORKER_SCORER = CocoScorer(load_ground_truth(gt), backend=backend)
+    _WORKER_SCORER = CocoScorer(
+        load_ground_truth(gt),
+        backend=backend,
+        per_class=per_class,
+        confusion_score=confusion_score,
+    )
 
 
 def _score_in_worker(epoch: int | None, rows: np.ndarray) -> EvalResult:
@@ -53,6 +60,7 @@ class AsyncScorer:
         backend: "faster" or "pycocotools".
         start_method: "spawn" or "forkserver".
         max_pending: jobs in flight before `submit` waits for the oldest.
+        per_class, confusion_score: as CocoScorer's (per-category results, computed here too).
     """
 
     def __init__(
@@ -62,6 +70,8 @@ class AsyncScorer:
         backend: Backend = "faster",
         start_method: str = "spawn",
         max_pending: int = 2,
+        per_class: bool = True,
+        confusion_score: float = 0.25,
     ) -> None:
         if start_method not in ("spawn", "forkserver"):
             raise ValueError(f"start_method must be 'spawn' or 'forkserver', got {start_method!r}")
@@ -76,7 +86,7 @@ class AsyncScorer:
             max_workers=1,
             mp_context=multiprocessing.get_context(start_method),
             initializer=_init_worker,
-            initargs=(source, backend),
+            initargs=(source, backend, per_class, confusion_score),
         )
         self._pending: deque[tuple[int | None, Future[EvalResult]]] = deque()
         self._finalizer = weakref.finalize(self, _shutdown, self._executor)

@@ -2,8 +2,10 @@
 
 Both start from the ground-truth json on disk and the same detections in memory; the columns are
 load+index (read and index the json, turn detections into COCO results, loadRes), evaluate,
-accumulate (with summarize) and their total. The mAP of each and their largest |difference| over
-the 12 stats are shown too.
+accumulate (with summarize), per-class (the per-category table and curves from the accumulated
+arrays, and the confusion matrix) and their total. ssd_eval is timed without and with the
+per-category output, side by side. The mAP of each and their largest |difference| over the 12
+stats are shown too.
 """
 
 from __future__ import annotations
@@ -37,29 +39,33 @@ class BenchRow:
     accumulate_s: float
     cpu_s: float
     stats: list[float]
+    per_class_s: float = 0.0
 
     @property
     def total_s(self) -> float:
-        return self.load_s + self.evaluate_s + self.accumulate_s
+        return self.load_s + self.evaluate_s + self.accumulate_s + self.per_class_s
 
 
-def time_ours(gt_path: Path, rows: np.ndarray) -> BenchRow:
-    """ssd_eval's own path: load_ground_truth + CocoScorer("faster").score (checks included)."""
+def time_ours(gt_path: Path, rows: np.ndarray, *, per_class: bool = False) -> BenchRow:
+    """ssd_eval's own path: load_ground_truth + CocoScorer("faster").score (checks included),
+    with or without the per-category output."""
     cpu_start = time.process_time()
     start = time.perf_counter()
-    scorer = CocoScorer(load_ground_truth(gt_path), backend="faster")
+    scorer = CocoScorer(load_ground_truth(gt_path), backend="faster", per_class=per_class)
     load = time.perf_counter() - start
     timings: dict[str, float] = {}
     start = time.perf_counter()
     result = scorer.score(rows, timings=timings)
     check = time.perf_counter() - start - sum(timings.values())
+    per_class_s = timings.get("per_class", 0.0)
     return BenchRow(
-        "ssd_eval (faster-coco-eval)",
+        "ssd_eval (faster-coco-eval)" + (" + per-class" if per_class else ""),
         load + check + timings["load_results"],
         timings["evaluate"],
         timings["accumulate"],
         time.process_time() - cpu_start,
         result.stats,
+        per_class_s,
     )
 
 
@@ -96,15 +102,15 @@ def format_table(rows: list[BenchRow]) -> str:
     """
     reference = rows[-1]
     lines = [
-        "| backend | load+index s | evaluate s | accumulate s | total s | speed-up | CPU s "
-        "| CPU speed-up | mAP | max abs diff (12 stats) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| backend | load+index s | evaluate s | accumulate s | per-class s | total s | speed-up "
+        "| CPU s | CPU speed-up | mAP | max abs diff (12 stats) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         diff = max(abs(a - b) for a, b in zip(row.stats, reference.stats, strict=True))
         lines.append(
             f"| {row.backend} | {row.load_s:.2f} | {row.evaluate_s:.2f} | {row.accumulate_s:.2f} | "
-            f"{row.total_s:.2f} | {reference.total_s / row.total_s:.1f}x | {row.cpu_s:.2f} | "
+            f"{row.per_class_s:.2f} | {row.total_s:.2f} | {reference.total_s / row.total_s:.1f}x | {row.cpu_s:.2f} | "
             f"{reference.cpu_s / row.cpu_s:.1f}x | {row.stats[0]:.6f} | {diff:.1e} |"
         )
     return "\n".join(lines)
@@ -120,6 +126,7 @@ def _best(runs: list[BenchRow]) -> BenchRow:
         best.accumulate_s,
         min(row.cpu_s for row in runs),
         best.stats,
+        best.per_class_s,
     )
 
 
@@ -140,15 +147,17 @@ def run_bench(
         note = "\npycocotools is not installed (it is a dev dependency): timed ssd_eval only"
         with_pycocotools = False
     ours: list[BenchRow] = []
+    ours_per_class: list[BenchRow] = []
     reference: list[BenchRow] = []
     with tempfile.TemporaryDirectory(prefix="ssd-eval-bench-") as tmp:
         gt_path = Path(tmp) / "instances_synthetic.json"
         gt_path.write_text(json.dumps(gt))
         for _ in range(max(1, repeats)):
             ours.append(time_ours(gt_path, rows))
+            ours_per_class.append(time_ours(gt_path, rows, per_class=True))
             if with_pycocotools:
                 reference.append(time_pycocotools(gt_path, rows))
-    results = [_best(ours)] + ([_best(reference)] if reference else [])
+    results = [_best(ours), _best(ours_per_class)] + ([_best(reference)] if reference else [])
     header = (
         f"job: {images} images, {len(gt['annotations'])} ground-truth boxes "
         f"({sum(a['iscrowd'] for a in gt['annotations'])} crowd), {len(gt['categories'])} "
@@ -157,4 +166,20 @@ def run_bench(
         f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, python {platform.python_version()}"
     )
-    return header + note + "\n\n" + format_table(results), results
+    return header + note + "\n\n" + format_table(results) + "\n\n" + per_class_cost(
+        *results[:2]
+    ), results
+
+
+def per_class_cost(without: BenchRow, with_per_class: BenchRow) -> str:
+    """One line: what the per-category output adds to ssd_eval's scoring time."""
+    extra = with_per_class.total_s - without.total_s
+    extra_cpu = with_per_class.cpu_s - without.cpu_s
+    own = with_per_class.per_class_s
+    return (
+        f"per-class output: wall {without.total_s:.2f} s without, {with_per_class.total_s:.2f} s "
+        f"with ({extra:+.2f} s, {100.0 * extra / without.total_s:+.1f}%); CPU {without.cpu_s:.2f} s "
+        f"without, {with_per_class.cpu_s:.2f} s with ({extra_cpu:+.2f} s, "
+        f"{100.0 * extra_cpu / without.cpu_s:+.1f}%); the per-class step itself {own:.2f} s "
+        f"({100.0 * own / without.total_s:.1f}% of the scoring time without it)"
+    )

@@ -1,6 +1,7 @@
 """`ssd-eval`: score a COCO results file, or benchmark scoring speed.
 
-ssd-eval --gt instances_val2017.json --detections dets.json [--json OUT] [--backend B]
+ssd-eval --gt instances_val2017.json --detections dets.json [--json OUT] [--plots DIR]
+         [--sort KEY] [--confusion-score S] [--backend B]
 ssd-eval score --gt ... (the same, spelled out)
 ssd-eval bench [--images 5000] [--detections-per-image 200] [--no-pycocotools]
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from ssd_eval.detections import DetectionsError, check_rows, load_detections
 from ssd_eval.groundtruth import GroundTruthError, load_ground_truth
+from ssd_eval.per_class_table import SORT_KEYS, format_per_class_table
 from ssd_eval.scoring import BACKENDS, BackendUnavailableError, CocoScorer
 from ssd_eval.summary import format_summary
 
@@ -22,6 +24,7 @@ _EPILOG = """\
 examples:
   ssd-eval --gt data/coco2017/annotations/instances_val2017.json --detections dets.json
   ssd-eval --gt instances_val2017.json --detections dets.json --json scores.json
+  ssd-eval --gt instances_val2017.json --detections dets.json --plots plots --sort name
   ssd-eval bench --images 5000          # how fast scoring runs (ssd-eval bench --help)
 
 'ssd-eval score ...' is the same as 'ssd-eval ...'; 'ssd-eval bench' times the scoring.
@@ -55,7 +58,29 @@ def _score_parser() -> argparse.ArgumentParser:
         "--json",
         type=Path,
         metavar="FILE",
-        help='also write the result to this file as {"mAP": ..., "stats": [12 numbers]}',
+        help='also write the result to this file as {"mAP": ..., "stats": [12 numbers],'
+        ' "per_class": [{"category_id", "name", "ap", "ap50", "ap75", "ap_small", "ap_medium",'
+        ' "ap_large", "ar100", "gt", "detections"}, ...]} (-1: no ground truth in that range)',
+    )
+    parser.add_argument(
+        "--plots",
+        type=Path,
+        metavar="DIR",
+        help="also write pr_curves.png and confusion_matrix.png into this folder",
+    )
+    parser.add_argument(
+        "--sort",
+        choices=SORT_KEYS,
+        default="ap",
+        help="order of the per-category table: ap, ap50, ap75, ar100 (weakest first), gt (most"
+        " boxes first), name or id (default: ap)",
+    )
+    parser.add_argument(
+        "--confusion-score",
+        type=float,
+        default=0.25,
+        metavar="S",
+        help="score threshold of the detections in the confusion matrix (default: 0.25)",
     )
     parser.add_argument(
         "--backend",
@@ -70,7 +95,8 @@ def _score_parser() -> argparse.ArgumentParser:
 def _bench_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ssd-eval bench",
-        description="Time scoring of a val2017-sized synthetic job with ssd_eval and pycocotools.",
+        description="Time scoring of a val2017-sized synthetic job with ssd_eval (without and with "
+        "the per-class output) and pycocotools.",
     )
     parser.add_argument(
         "--images", type=int, default=5000, metavar="N", help="images (default: 5000, as val2017)"
@@ -106,21 +132,42 @@ def _bench_parser() -> argparse.ArgumentParser:
 
 
 def score_main(argv: Sequence[str]) -> int:
-    args = _score_parser().parse_args(argv)
+    parser = _score_parser()
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.confusion_score <= 1.0:
+        parser.error(f"--confusion-score must be in [0, 1], got {args.confusion_score}")
     try:
         gt = load_ground_truth(args.gt)
         rows = load_detections(args.detections)
         check_rows(rows, gt, source=str(args.detections))
-        result = CocoScorer(gt, backend=args.backend).score(rows, check=False)
+        scorer = CocoScorer(gt, backend=args.backend, confusion_score=args.confusion_score)
+        result = scorer.score(rows, check=False)
     except (GroundTruthError, DetectionsError, BackendUnavailableError) as error:
         print(f"ssd-eval: error: {error}", file=sys.stderr)
         return 2
+    assert result.per_class is not None
     print(format_summary(result.stats))
     print(f"mAP = {result.map:.6f} ({args.backend}, {rows.shape[0]} detections)")
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps({"mAP": result.map, "stats": result.stats}, indent=2) + "\n"
-        )
+    print()
+    print(format_per_class_table(result.per_class, sort=args.sort))
+    written: list[Path] = []
+    try:
+        if args.json is not None:
+            record = {
+                "mAP": result.map,
+                "stats": result.stats,
+                "per_class": result.per_class.records(),
+            }
+            args.json.write_text(json.dumps(record, indent=2) + "\n")
+        if args.plots is not None:
+            from ssd_eval.per_class_plots import write_plots
+
+            written = write_plots(result.per_class, args.plots)
+    except OSError as error:
+        print(f"ssd-eval: error: cannot write {error.filename}: {error.strerror}", file=sys.stderr)
+        return 4
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 

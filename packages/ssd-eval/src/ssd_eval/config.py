@@ -37,3 +37,16 @@ class EvalConfig(BaseModel):
         description="Most asynchronous scorings in flight; submitting one more first waits for "
         "the oldest (keeps memory bounded when evaluations come faster than scoring).",
     )
+    per_class: bool = Field(
+        True,
+        description="Also compute per-category AP (the table printed after the 12 COCO numbers "
+        "and logged per evaluation), precision-recall curves and the confusion matrix; in the "
+        "scoring process, from the same evaluation.",
+    )
+    confusion_score: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="Score threshold of the detections counted in the confusion matrix "
+        "(matched to ground truth at IoU 0.5).",
+    )

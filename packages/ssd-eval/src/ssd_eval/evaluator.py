@@ -200,7 +200,12 @@ class CocoEvaluator:
 
     def _sync_scorer(self) -> CocoScorer:
         if self._scorer is None:
-            self._scorer = CocoScorer(self.gt, backend=self.config.backend)
+            self._scorer = CocoScorer(
+                self.gt,
+                backend=self.config.backend,
+                per_class=self.config.per_class,
+                confusion_score=self.config.confusion_score,
+            )
         return self._scorer
 
     def score(self, epoch: int | None = None) -> EvalResult:
@@ -238,12 +243,14 @@ class CocoEvaluator:
             return None
         payload: torch.Tensor | None = None
         failure: Exception | None = None
+        local: list[EvalResult] = []
         if rank == 0:
             try:
-                payload = _encode_results([self.score(epoch)])
+                local = [self.score(epoch)]
+                payload = _encode_results(local)
             except Exception as caught:
                 failure, payload = caught, _FAILED
-        results = self._share(payload, failure, group)
+        results = self._share(payload, failure, group, local)
         self._gathered = None
         return results[0]
 
@@ -254,18 +261,31 @@ class CocoEvaluator:
                 backend=self.config.backend,
                 start_method=self.config.start_method,
                 max_pending=self.config.max_pending,
+                per_class=self.config.per_class,
+                confusion_score=self.config.confusion_score,
             )
         return self._async
 
     def _share(
-        self, payload: torch.Tensor | None, failure: Exception | None, group: ProcessGroup | None
+        self,
+        payload: torch.Tensor | None,
+        failure: Exception | None,
+        group: ProcessGroup | None,
+        local: list[EvalResult],
     ) -> list[EvalResult]:
+        """Broadcast rank 0's results (epoch, map, 12 stats each); rank 0 keeps its own
+        ``local`` results, which also carry the per-category results (not broadcast)."""
         shared = broadcast_float64(payload, group)
         if shared.numel() == 1 and shared[0].item() == -1.0:
             if failure is not None:
                 raise EvaluationError(f"COCO scoring failed: {failure}") from failure
             raise EvaluationError("COCO scoring failed on rank 0; see its error")
-        return _decode_results(shared)
+        decoded = _decode_results(shared)
+        if len(local) != len(decoded):  # not rank 0
+            return decoded
+        return [
+            d._replace(per_class=mine.per_class) for d, mine in zip(decoded, local, strict=True)
+        ]
 
     def poll(self, *, wait: bool = False, group: ProcessGroup | None = None) -> list[EvalResult]:
         """Finished asynchronous results, the same list on every rank; collective.
@@ -276,6 +296,7 @@ class CocoEvaluator:
         rank, _ = rank_and_world(group)
         payload: torch.Tensor | None = None
         failure: Exception | None = None
+        found: list[EvalResult] = []
         if rank == 0:
             try:
                 found = (
@@ -286,7 +307,7 @@ class CocoEvaluator:
                 payload = _encode_results(found)
             except Exception as caught:
                 failure, payload = caught, _FAILED
-        return self._share(payload, failure, group)
+        return self._share(payload, failure, group, found)
 
     @property
     def pending(self) -> int:

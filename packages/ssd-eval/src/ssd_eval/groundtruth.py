@@ -56,6 +56,12 @@ class GroundTruth:
     def num_images(self) -> int:
         return int(self.image_ids.shape[0])
 
+    @property
+    def file_category_ids(self) -> np.ndarray:
+        """int64 [K]: the category ids in the json's ``categories`` order (the per-class
+        tables and plots list classes in this order)."""
+        return np.asarray([c["id"] for c in self.dataset["categories"]], dtype=np.int64)
+
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from ssd_eval.per_class import PerClassResult
 
 STAT_NAMES = (
     "AP",
@@ -22,11 +25,14 @@ STAT_NAMES = (
 
 
 class EvalResult(NamedTuple):
-    """mAP (= stats[0], IoU 0.50:0.95), the 12 COCOeval stats as python floats, and the epoch."""
+    """mAP (= stats[0], IoU 0.50:0.95), the 12 COCOeval stats as python floats, the epoch, and
+    the per-category results when they were computed (by the scoring process; across ranks only
+    rank 0 holds them)."""
 
     map: float
     stats: list[float]
     epoch: int | None = None
+    per_class: PerClassResult | None = None
 
     @classmethod
     def from_stats(cls, stats: list[float], epoch: int | None = None) -> EvalResult:

@@ -16,8 +16,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ssd_eval.confusion import GroundTruthBoxes, confusion_matrix
 from ssd_eval.detections import check_rows, rows_to_records
 from ssd_eval.groundtruth import GroundTruth
+from ssd_eval.per_class import category_names, ground_truth_counts, per_class_from_accumulated
 from ssd_eval.result import STAT_NAMES, EvalResult
 
 Backend = Literal["faster", "pycocotools"]
@@ -62,13 +64,27 @@ class CocoScorer:
     Args:
         gt: a checked ground truth (see ssd_eval.groundtruth.load_ground_truth).
         backend: "faster" (faster-coco-eval, default) or "pycocotools".
+        per_class: also compute the per-category results (EvalResult.per_class): AP table and
+            precision-recall curves from the same accumulated arrays, and the confusion matrix.
+        confusion_score: score threshold of the confusion matrix's detections.
     """
 
-    def __init__(self, gt: GroundTruth, backend: Backend = "faster") -> None:
+    def __init__(
+        self,
+        gt: GroundTruth,
+        backend: Backend = "faster",
+        *,
+        per_class: bool = True,
+        confusion_score: float = 0.25,
+    ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown scoring backend {backend!r}; choose one of {BACKENDS}")
         self.gt = gt
         self.backend = backend
+        self.per_class = per_class
+        self.confusion_score = confusion_score
+        self._gt_boxes: GroundTruthBoxes | None = None
+        self._gt_counts: np.ndarray | None = None
         with contextlib.redirect_stdout(io.StringIO()):
             if backend == "faster":
                 from faster_coco_eval import COCO
@@ -150,7 +166,8 @@ class CocoScorer:
 
         check: validate the rows first (DetectionsError naming the first bad record).
         timings: if given, filled with seconds for "load_results", "evaluate", "accumulate"
-        (accumulate includes summarize).
+        (accumulate includes summarize) and, with per_class, "per_class" (the table and curves
+        from the accumulated arrays, and the confusion matrix).
         """
         if check:
             check_rows(rows, self.gt)
@@ -168,4 +185,31 @@ class CocoScorer:
             evaluator.summarize()
             times["accumulate"] = time.perf_counter() - start
         stats = np.asarray(evaluator.stats, dtype=np.float64)[: len(STAT_NAMES)]
-        return EvalResult.from_stats(stats.tolist(), epoch=epoch)
+        result = EvalResult.from_stats(stats.tolist(), epoch=epoch)
+        if not self.per_class:
+            return result
+        start = time.perf_counter()
+        per_class = self._per_class(evaluator, rows)
+        times["per_class"] = time.perf_counter() - start
+        return result._replace(per_class=per_class)
+
+    def _per_class(self, evaluator: Any, rows: np.ndarray) -> Any:
+        """PerClassResult from the evaluator's accumulated arrays, plus the confusion matrix."""
+        if self._gt_boxes is None or self._gt_counts is None:
+            self._gt_boxes = GroundTruthBoxes.from_ground_truth(self.gt)
+            self._gt_counts = ground_truth_counts(self.gt)
+        confusion = confusion_matrix(
+            rows,
+            self.gt,
+            score_threshold=self.confusion_score,
+            boxes=self._gt_boxes,
+            names=tuple(category_names(self.gt)),
+        )
+        return per_class_from_accumulated(
+            evaluator.eval,
+            evaluator.params,
+            self.gt,
+            rows[:, 6],
+            gt_counts=self._gt_counts,
+            confusion=confusion,
+        )

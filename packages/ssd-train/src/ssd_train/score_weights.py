@@ -2,7 +2,7 @@
 
 ``ssd-train --mode eval --weights runs/X/best.pt --data.root /coco`` (or ``--weights
 runs/X/checkpoints/step-N``). Runs on every rank under torchrun (each infers its shard); rank 0
-scores synchronously and prints the 12-line COCO summary.
+scores synchronously and prints the 12-line COCO summary and the per-category table (weakest first).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from ssd_core import COCO_NUM_CLASSES, build_detector
-from ssd_eval import EvalResult, format_summary
+from ssd_eval import EvalResult, format_per_class_table, format_summary
 from torch import nn
 
 from ssd_train.checkpoint.weights import ExportError
@@ -122,6 +122,16 @@ def weights_num_classes(weights: Path, default: int) -> int:
     return int(_read_exported(weights).metadata.get("num_classes", default))
 
 
+def evaluation_report(what: str, images: int, result: EvalResult) -> str:
+    """What ``--mode eval`` prints: a title line, the 12-line COCO summary and, when the result
+    has per-category results, a blank line and the per-category table (weakest first, as
+    ``ssd-eval`` prints it). No trailing newline."""
+    lines = [f"COCO box evaluation of {what} on {images} images:", format_summary(result.stats)]
+    if result.per_class is not None:
+        lines += ["", format_per_class_table(result.per_class)]
+    return "\n".join(lines)
+
+
 def evaluate_weights(settings: Settings) -> EvalResult:
     """Evaluate ``settings.weights`` on ``settings.data``'s validation set; returns the result (all ranks)."""
     assert settings.weights is not None  # check_weights_arg ran first (ssd_train.__main__)
@@ -148,8 +158,7 @@ def evaluate_weights(settings: Settings) -> EvalResult:
         result = evaluation.run(model, 0, asynchronous=False)
         assert result is not None
         if ctx.is_main:
-            print(f"COCO box evaluation of {what} on {evaluation.num_samples} images:")
-            print(format_summary(result.stats), flush=True)
+            print(evaluation_report(what, evaluation.num_samples, result), flush=True)
         return result
     finally:
         if evaluation is not None:

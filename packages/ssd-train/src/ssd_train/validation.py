@@ -252,7 +252,8 @@ class RunEvaluations:
             self.history.add(result)
             epochs_done = int(result.epoch) if result.epoch is not None else epoch
             self.mllog.eval_result(result.map, epochs_done)
-            self.reporter.evaluation(result, epochs_done=epochs_done, step=step)
+            best = result.map >= self.history.best_map  # add() has raised best_map to it
+            self.reporter.evaluation(result, epochs_done=epochs_done, step=step, best=best)
             self.exporter.on_evaluation(model, result, step=step, epoch=epoch)
             if result.map >= self.target_map and self.success is None:
                 self.success = (

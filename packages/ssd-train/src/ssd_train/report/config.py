@@ -88,7 +88,8 @@ class LoggingConfig(BaseModel):
     )
     plots: bool = Field(
         True,
-        description="Write results.png, train_batch.jpg and val_predictions.jpg to the run folder.",
+        description="Write results.png, train_batch.jpg, val_predictions.jpg and the best "
+        "evaluation's pr_curves.png and confusion_matrix.png to the run folder.",
     )
     draw_images: int = Field(
         16, ge=1, le=64, description="Images per drawn training batch / validation grid."

@@ -6,7 +6,8 @@ Records (rank 0 writes; the file is appended to, so a resumed run continues it):
   {"total", "loc", "conf", ...}, "lr", "images_per_sec", "data_wait_share", "memory_gib",
   "time", ...extra}`;
 - evaluation: `{"kind": "eval", "epoch" (epochs finished), "step", "map", "stats" (the 12 COCO
-  numbers), "time"}`;
+  numbers), "per_class_ap" ({category name: AP @[.50:.95]}, -1 for a category without ground
+  truth; absent when eval.per_class is off), "time"}`;
 - data counts (at the end of a run, and whenever the trainer asks): `{"kind": "data", "step",
   "train": {"images", "bad_image", "dropped_boxes", "size_mismatch", "index_*"}, "val":
   {"bad_image", "size_mismatch"}, "time"}` (the loaders' `stats()`, totals so far).
@@ -56,6 +57,7 @@ class EvalMetrics:
     stats: list[float]
     step: int | None = None
     time: float = field(default_factory=time.time)
+    per_class_ap: Mapping[str, float] | None = None
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -109,6 +111,10 @@ class MetricsWriter:
         record = {"kind": "eval", **asdict(m)}
         record["map"] = _finite_or_none(m.map)
         record["stats"] = [_finite_or_none(s) for s in m.stats]
+        if m.per_class_ap is None:
+            del record["per_class_ap"]
+        else:
+            record["per_class_ap"] = {k: _finite_or_none(v) for k, v in m.per_class_ap.items()}
         self._write(record)
 
     def log_data(

@@ -154,24 +154,52 @@ class RunReporter:
             self.message(f"could not draw the training batch: {type(error).__name__}: {error}")
 
     # -- evaluation ---------------------------------------------------------------------------
-    def evaluation(self, result: EvalResult, *, epochs_done: int, step: int) -> None:
-        """A finished evaluation: COCO table, metrics.jsonl record, results.png."""
+    def evaluation(
+        self, result: EvalResult, *, epochs_done: int, step: int, best: bool = False
+    ) -> None:
+        """A finished evaluation: COCO table, metrics.jsonl record (with the per-category AP map
+        when the result has per-category results), results.png, wandb. ``best``: the run's best
+        evaluation so far, whose PR curves and confusion matrix go to the run folder (and wandb)."""
         if not self.enabled:
             return
         self.progress.show_eval(epochs_done, result.stats)
+        per_class = result.per_class
+        per_class_ap = None if per_class is None else per_class.ap_by_name()
         self.metrics.log_eval(
-            EvalMetrics(epoch=epochs_done, map=result.map, stats=list(result.stats), step=step)
+            EvalMetrics(
+                epoch=epochs_done,
+                map=result.map,
+                stats=list(result.stats),
+                step=step,
+                per_class_ap=per_class_ap,
+            )
         )
-        self._wandb_log(
-            {
-                "kind": "eval",
-                "epoch": epochs_done,
-                "step": step,
-                "map": result.map,
-                "stats": list(result.stats),
-            }
-        )
+        record: dict[str, Any] = {"kind": "eval", "epoch": epochs_done, "step": step}
+        record.update(map=result.map, stats=list(result.stats))
+        if per_class_ap is not None:
+            record["per_class_ap"] = per_class_ap
+        self._wandb_log(record)
+        if per_class is not None:
+            self._per_class_outputs(per_class, epochs_done=epochs_done, best=best)
         self.plot()
+
+    def _per_class_outputs(self, per_class: Any, *, epochs_done: int, best: bool) -> None:
+        """wandb's per-category table (every evaluation); the best evaluation's pr_curves.png and
+        confusion_matrix.png in the run folder (and wandb)."""
+        if self.wandb is not None:
+            try:
+                self.wandb.log_table("per_class", per_class.records(), epochs_done)
+            except Exception as error:
+                print(f"wandb table failed: {error}", file=sys.stderr)
+        if not (best and self.cfg.plots):
+            return
+        try:
+            from ssd_eval.per_class_plots import write_plots
+
+            for path in write_plots(per_class, self.run_dir):
+                self._wandb_image(path.stem, path)
+        except Exception as error:
+            self.message(f"could not plot per-class results: {type(error).__name__}: {error}")
 
     def val_predictions(
         self,

@@ -71,7 +71,8 @@ def stable_run_id(run_dir: Path) -> str:
 
 
 def flatten_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A metrics.jsonl record as wandb keys: train/loss/total, train/lr, eval/map, eval/stats/AP50."""
+    """A metrics.jsonl record as wandb keys: train/loss/total, train/lr, eval/map, eval/stats/AP50,
+    eval/per_class_ap/<category name>."""
     kind = record.get("kind", "train")
     out: dict[str, Any] = {}
     for key, value in record.items():
@@ -97,7 +98,8 @@ class WandbLogger:
 
     `log(record)` takes metrics.jsonl records (`kind` train or eval); training values are
     plotted against `train/step`, evaluations against `eval/epoch`, so steps re-run after a
-    resume do not collide with wandb's own step counter. `log_image(name, path)`, `finish()`.
+    resume do not collide with wandb's own step counter. `log_table(name, records, epoch)`,
+    `log_image(name, path)`, `finish()`.
     """
 
     def __init__(
@@ -139,6 +141,16 @@ class WandbLogger:
     def log(self, record: Mapping[str, Any]) -> None:
         if self.run is not None:
             self.run.log(flatten_record(record))
+
+    def log_table(self, name: str, records: list[Mapping[str, Any]], epoch: int) -> None:
+        """A wandb Table ``eval/<name>`` (one row per record, columns the records' keys), plotted
+        against ``eval/epoch``; used for the per-category AP table."""
+        if self.run is not None and records:
+            import wandb
+
+            columns = list(records[0])
+            table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in records])
+            self.run.log({f"eval/{name}": table, "eval/epoch": epoch})
 
     def log_image(self, name: str, path: Path | str) -> None:
         if self.run is not None and Path(path).is_file():
