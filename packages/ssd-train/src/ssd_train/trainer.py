@@ -14,6 +14,7 @@ evaluations. :meth:`Trainer.state_dict` / :meth:`load_state_dict` hold what a re
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,11 @@ from ssd_train.lr_schedule import LRSchedule, decay_steps_from_epochs
 from ssd_train.optim import device_learning_rates
 from ssd_train.report.mlperf_log import evaluation_blocks
 from ssd_train.report.reporter import RunReporter, class_names_of
+from ssd_train.resilience.environment import (
+    EnvironmentFailure,
+    checkpoint_bytes,
+    low_space_warning,
+)
 from ssd_train.resilience.fault_injection import FaultInjector
 from ssd_train.resilience.nonfinite import NonFiniteGuard
 from ssd_train.resilience.preemption import StopRequest
@@ -138,6 +144,7 @@ class Trainer:
             set_collective_timeout(s.distributed.timeout_s)
             self._build_data()
             self._resume()
+            self._warn_if_low_space()
             self._loop()
             last = self.evals.results[-1].map if self.evals.results else None
             self.exporter.on_run_end(
@@ -148,11 +155,16 @@ class Trainer:
             self.done = self.done or ("aborted", "error")
             raise
         finally:
+            failing = sys.exc_info()[1] is not None
             if self.done is None:
                 self.done = ("aborted", "interrupted")
-            if self.mllog.run_started and not self.mllog.run_stopped:
-                self.mllog.run_stop(self.done[0])
-            self._report_end()
+            try:
+                if self.mllog.run_started and not self.mllog.run_stopped:
+                    self.mllog.run_stop(self.done[0])
+                self._report_end()
+            except EnvironmentFailure:
+                if not failing:  # else the first failure (e.g. a full disk) is the one to report
+                    raise
         results = [{"epoch": r.epoch, "map": r.map} for r in self.evals.results]
         return RunOutcome(
             *self.done, self.run_dir, self.step, self.epoch, self.evals.best_map, results
@@ -284,7 +296,7 @@ class Trainer:
             self._stop_at_max_steps()  # at an epoch end, the epoch's evaluation comes first
         if self.done is None and self.stop_request.should_stop(self.step):
             self.save_checkpoint("stop")
-            self.done = ("aborted", "stop_requested")
+            self.done = ("aborted", "ctrl_c" if self.stop_request.interrupted else "stop_requested")
         if self.done is None and self.checkpoints.due(self.step):
             self.save_checkpoint("periodic")
 
@@ -337,6 +349,14 @@ class Trainer:
         restored = self.checkpoints.load(path, self.state_dict())
         self.load_state_dict(restored.state)
         self.reporter.message(f"resumed from {path} (step {self.step}, epoch {self.epoch})")
+
+    def _warn_if_low_space(self) -> None:
+        """Warn once (rank 0) when the run folder's file system cannot hold two checkpoints."""
+        if self.ctx.is_main and self.settings.checkpoint.enabled:
+            need = checkpoint_bytes(self.model, self.optimizer)
+            warning = low_space_warning(self.run_dir, need)
+            if warning:
+                self.reporter.message(warning)
 
     def save_checkpoint(self, reason: str) -> Path | None:
         """Settle evaluations, refuse NaN state, average BN statistics and save (collective).

@@ -55,6 +55,7 @@ from ssd_train.checkpoint.files import (
     write_marker,
 )
 from ssd_train.checkpoint.rank_state import all_finite, capture_rng_state, restore_rng_state
+from ssd_train.resilience.environment import tensor_bytes, write_failure
 
 __all__ = [
     "CheckpointConfig",
@@ -178,6 +179,8 @@ class CheckpointManager:
         self.last_saved: Path | None = None  # newest complete checkpoint known to this process
         self._pending: threading.Thread | None = None
         self._pending_error: BaseException | None = None
+        self._pending_folder = Path(run_dir)
+        self._need_bytes = 0  # bytes of the last checkpoint written (for error messages)
         self.group = process_group
         if process_group is None and cfg.asynchronous and self.world_size > 1:
             # the background writer's collectives must not share a group with training's
@@ -312,6 +315,26 @@ class CheckpointManager:
             log.info("checkpoint %s already exists and is complete; not rewriting it", folder)
             self.last_saved = folder
             return folder
+        self._need_bytes = tensor_bytes(state) + tensor_bytes(shared) + tensor_bytes(per_rank)
+        try:
+            self._write_folder(folder, step, state, shared, per_rank, epoch, block)
+        except Exception as error:
+            failure = self._write_error(folder, error)
+            if failure is error:
+                raise
+            raise failure from error
+        return folder
+
+    def _write_folder(
+        self,
+        folder: Path,
+        step: int,
+        state: dict[str, Any],
+        shared: dict[str, Any],
+        per_rank: dict[str, Any],
+        epoch: int,
+        block: bool,
+    ) -> None:
         self._prepare_folder(folder)
         atomic_torch_save(
             {"rank": self.rank, "per_rank": dict(per_rank)}, folder / f"rank-{self.rank}.pt"
@@ -332,6 +355,7 @@ class CheckpointManager:
             future = dcp.async_save(
                 state, checkpoint_id=str(folder), process_group=self.group, no_dist=_no_dist()
             )
+            self._pending_folder = folder
             self._pending = threading.Thread(
                 target=self._finish,
                 args=(future, folder, marker),
@@ -346,7 +370,29 @@ class CheckpointManager:
             self._complete(folder, marker)
             if dist.is_available() and dist.is_initialized():
                 dist.barrier(group=self.group)
-        return folder
+
+    def _write_error(self, folder: Path, error: BaseException) -> BaseException:
+        """What a failed save raises: an :class:`EnvironmentFailure` (disk full, permission, ...:
+        exit 4) naming the folder, the bytes a checkpoint needs and the bytes free, with the torn
+        folder removed (rank 0) so that the space comes back and the previous checkpoint stays
+        the newest complete one; any other error unchanged (a bug)."""
+        resume = (
+            f"rerun the same command to resume from {self.last_saved}"
+            if self.last_saved is not None
+            else "no complete checkpoint exists yet"
+        )
+        failure = write_failure(
+            folder,
+            error,
+            need_bytes=self._need_bytes or None,
+            what="checkpoint",
+            hint=f"{resume} (the torn {folder.name} is removed and never resumed from)",
+        )
+        if failure is None:
+            return error
+        if self.rank == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+        return failure
 
     def _prepare_folder(self, folder: Path) -> None:
         """Rank 0 removes a torn folder of the same step; every rank then sees an empty folder."""
@@ -387,6 +433,9 @@ class CheckpointManager:
             self._pending = None
         if self._pending_error is not None:
             err, self._pending_error = self._pending_error, None
+            failure = self._write_error(self._pending_folder, err)
+            if failure is not err:
+                raise failure from err
             raise CheckpointError(f"the asynchronous checkpoint save failed: {err}") from err
 
     def close(self) -> None:

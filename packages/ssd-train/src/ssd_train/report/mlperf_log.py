@@ -95,6 +95,28 @@ class _CurrentStdoutHandler(logging.StreamHandler):
         super().emit(record)
 
 
+class _RaisingFileHandler(logging.FileHandler):
+    """A FileHandler whose write errors (disk full, permission) raise an
+    :class:`~ssd_train.resilience.environment.EnvironmentFailure` naming the log once, instead of
+    logging's "--- Logging error ---" traceback on stderr; later records are dropped."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        from ssd_train.resilience.environment import write_failure
+
+        error = sys.exc_info()[1]
+        failure = (
+            write_failure(Path(self.baseFilename), error, what="MLPerf log") if error else None
+        )
+        if failure is None:
+            super().handleError(record)
+            return
+        if not self.failed:
+            self.failed = True
+            raise failure from error
+
+
 class MLPerfLogger:
     """The MLPerf log of one run segment (rank 0 writes; other ranks' calls do nothing).
 
@@ -147,7 +169,7 @@ class MLPerfLogger:
         self._logger = logging.getLogger(f"ssd_train.mlperf.{id(self)}")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
-        handlers: list[logging.Handler] = [logging.FileHandler(self.path, encoding="utf-8")]
+        handlers: list[logging.Handler] = [_RaisingFileHandler(self.path, encoding="utf-8")]
         if self.cfg.echo_stdout:
             handlers.append(_CurrentStdoutHandler(sys.stdout))
         for handler in handlers:
