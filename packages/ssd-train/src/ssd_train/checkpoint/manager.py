@@ -318,7 +318,7 @@ class CheckpointManager:
         self._need_bytes = tensor_bytes(state) + tensor_bytes(shared) + tensor_bytes(per_rank)
         try:
             self._write_folder(folder, step, state, shared, per_rank, epoch, block)
-        except Exception as error:
+        except (Exception, dcp.CheckpointException) as error:  # DCP's is a BaseException
             failure = self._write_error(folder, error)
             if failure is error:
                 raise

@@ -96,11 +96,13 @@ class _CurrentStdoutHandler(logging.StreamHandler):
 
 
 class _RaisingFileHandler(logging.FileHandler):
-    """A FileHandler whose write errors (disk full, permission) raise an
-    :class:`~ssd_train.resilience.environment.EnvironmentFailure` naming the log once, instead of
-    logging's "--- Logging error ---" traceback on stderr; later records are dropped."""
+    """A FileHandler that keeps its first write error of the environment (disk full, permission)
+    as an :class:`~ssd_train.resilience.environment.EnvironmentFailure` naming the log, instead of
+    logging's "--- Logging error ---" traceback on stderr (mllog swallows exceptions raised while
+    logging, so :meth:`MLPerfLogger._log` raises it); later records are dropped."""
 
-    failed = False
+    failure: Exception | None = None
+    reported = False
 
     def handleError(self, record: logging.LogRecord) -> None:
         from ssd_train.resilience.environment import write_failure
@@ -111,10 +113,8 @@ class _RaisingFileHandler(logging.FileHandler):
         )
         if failure is None:
             super().handleError(record)
-            return
-        if not self.failed:
-            self.failed = True
-            raise failure from error
+        elif self.failure is None:
+            self.failure = failure
 
 
 class MLPerfLogger:
@@ -194,6 +194,14 @@ class MLPerfLogger:
         time_ms = int((self._clock() if at is None else at) * 1e3)
         # stack_offset 3: the metadata names the caller of the public method (the trainer)
         log(key=key, value=value, metadata=metadata, time_ms=time_ms, stack_offset=3)
+        for handler in self._logger.handlers:
+            if (
+                isinstance(handler, _RaisingFileHandler)
+                and handler.failure
+                and not handler.reported
+            ):
+                handler.reported = True
+                raise handler.failure
 
     def _once(self, key: str) -> None:
         if key in self._seen:
