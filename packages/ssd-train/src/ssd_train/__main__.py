@@ -148,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_run_dir(settings.run_dir)
         check_backbone(settings)
         return _run(settings)
+    except EnvironmentFailure as error:
+        print(f"ssd-train: {error}", file=sys.stderr)
+        return ENVIRONMENT_EXIT_CODE
     except _input_errors() as error:
         print(f"ssd-train: {unwrap_worker_error(str(error))}", file=sys.stderr)
         return 2
@@ -156,9 +159,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"ssd-train: {unwrap_worker_error(str(error))}", file=sys.stderr)
         return 2
-    except EnvironmentFailure as error:
-        print(f"ssd-train: {error}", file=sys.stderr)
-        return ENVIRONMENT_EXIT_CODE
     except KeyboardInterrupt:  # Ctrl-C before the trainer's handler is installed
         print("ssd-train: interrupted (Ctrl-C) before training started", file=sys.stderr)
         return 130
