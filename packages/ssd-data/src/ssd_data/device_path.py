@@ -55,6 +55,7 @@ def select_train_path(
         "impl": cfg.augment_impl,
         "crowd_boxes": cfg.train_crowd_boxes,
         "policy": cfg.bad_image_policy,
+        "max_pixels": cfg.max_image_pixels,
     }
     target = resolve_augment_device(cfg.augment_device, device)
     if target is None:

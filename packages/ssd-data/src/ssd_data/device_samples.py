@@ -29,7 +29,7 @@ import numpy as np
 
 from ssd_data.color import sample_jitter
 from ssd_data.crop import crop_pixels, flip_boxes, sample_crop
-from ssd_data.decode import UnreadableImage, open_image
+from ssd_data.decode import DEFAULT_MAX_IMAGE_PIXELS, UnreadableImage, open_image
 from ssd_data.errors import BadImageError
 from ssd_data.samples import (
     MAX_REPLACEMENTS,
@@ -76,11 +76,14 @@ class EncodedSample:
     events: list[Event] = field(default_factory=list)
 
 
-def read_encoded(path: Path) -> tuple[np.ndarray, tuple[int, int], bool]:
+def read_encoded(
+    path: Path, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+) -> tuple[np.ndarray, tuple[int, int], bool]:
     """The bytes of ``path`` (uint8[n], writable), the header's (height, width), and whether the
     file needs the CPU decoder (not a JPEG, or a JPEG mode the device decoders may not take:
     anything but RGB/YCbCr and greyscale). Raises :class:`UnreadableImage` like
-    :func:`ssd_data.decode.open_image` (missing file, unrecognised format)."""
+    :func:`ssd_data.decode.open_image` (missing file, unrecognised format, a header declaring
+    more than ``max_pixels`` pixels: checked here, before any decoder sees the bytes)."""
     try:
         with open(path, "rb") as f:
             data = np.empty(path.stat().st_size, np.uint8)
@@ -88,7 +91,7 @@ def read_encoded(path: Path) -> tuple[np.ndarray, tuple[int, int], bool]:
     except FileNotFoundError:
         raise UnreadableImage(path, "file not found") from None
     try:
-        image = open_image(io.BytesIO(data))  # type: ignore[arg-type]  # header only
+        image = open_image(io.BytesIO(data), max_pixels)  # type: ignore[arg-type]  # header only
     except UnreadableImage as e:
         raise UnreadableImage(path, e.reason) from None
     host_decode = image.format != "JPEG" or image.mode not in ("RGB", "L")
@@ -119,7 +122,7 @@ class DeviceSampleFn(SampleSource):
             if not self.crowd_boxes:
                 boxes, labels = boxes[~crowd], labels[~crowd]
             try:
-                data, hw, host_decode = read_encoded(path)
+                data, hw, host_decode = read_encoded(path, self.max_pixels)
             except UnreadableImage as e:
                 if self.policy == "error":
                     raise bad_image_error(

@@ -300,7 +300,11 @@ class EvalLoader:
         self._per_rank = len(range(rank, self.num_samples, world_size))
         sampler = ShardSampler(self.num_samples, rank, world_size, self._per_rank, 0, shuffle=False)
         map_fn = EvalSampleFn(
-            index=index, image_dir=image_dir, impl=cfg.augment_impl, policy=cfg.bad_image_policy
+            index=index,
+            image_dir=image_dir,
+            impl=cfg.augment_impl,
+            policy=cfg.bad_image_policy,
+            max_pixels=cfg.max_image_pixels,
         )
         self._loader = _build_graph(
             sampler, map_fn, EvalCollate(cfg.channels_last), cfg.eval_batch_size, False, cfg

@@ -22,7 +22,7 @@ import numpy as np
 
 from ssd_data.augment import AugmentImpl, augment_train, resize_eval
 from ssd_data.coco import CocoIndex
-from ssd_data.decode import UnreadableImage
+from ssd_data.decode import DEFAULT_MAX_IMAGE_PIXELS, UnreadableImage
 from ssd_data.errors import BadImageError
 
 MAX_REPLACEMENTS = 16
@@ -92,6 +92,7 @@ class SampleSource:
     impl: AugmentImpl = "fast"
     crowd_boxes: bool = True
     policy: BadImagePolicy = "skip"
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS  # data.max_image_pixels
 
     def path(self, i: int) -> Path:
         """File of dataset image ``i``."""
@@ -120,6 +121,7 @@ class TrainSampleFn(SampleSource):
                     crop_attempts=self.crop_attempts,
                     hue=self.hue,
                     impl=self.impl,
+                    max_pixels=self.max_pixels,
                 )
                 break
             except UnreadableImage as e:
@@ -154,13 +156,14 @@ class EvalSampleFn:
     image_dir: Path
     impl: AugmentImpl = "fast"
     policy: BadImagePolicy = "skip"
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS  # data.max_image_pixels
 
     def __call__(self, item: tuple[int, int, int]) -> EvalSample:
         _, _, i = item
         path = self.image_dir / self.index.file_name(i)
         image_id, size = self.index.image_id(i), self.index.image_size(i)
         try:
-            image, decoded_hw = resize_eval(path, impl=self.impl)
+            image, decoded_hw = resize_eval(path, impl=self.impl, max_pixels=self.max_pixels)
         except UnreadableImage as e:
             if self.policy == "error":
                 raise bad_image_error(path, e.reason, image_id, self.index.path) from None
