@@ -8,6 +8,7 @@ augmentation for images much larger than the 300x300 output; never for COCO-size
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -44,12 +45,29 @@ def open_image(
         raise UnreadableImage(name, "file not found") from None
     except UnidentifiedImageError:
         raise UnreadableImage(name, "not an image file (unrecognised format)") from None
-    except Image.DecompressionBombError as e:
-        raise UnreadableImage(name, f"refused as a decompression bomb ({e})") from None
+    except Image.DecompressionBombError as e:  # PIL's own limit (2x MAX_IMAGE_PIXELS)
+        raise UnreadableImage(name, _bomb_reason(e, max_pixels)) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise UnreadableImage(name, f"cannot open ({e})") from None
     check_pixels(image, name, max_pixels)
     return image
+
+
+def _bomb_reason(error: Exception, max_pixels: int | None) -> str:
+    """The reason for an image PIL refused as a decompression bomb (its message has the pixel
+    count only: PIL checks the header before it tells the size)."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    if max_pixels is None or found is None:
+        return f"refused by PIL as a decompression bomb ({error})"
+    return _too_many(f"{int(found.group(1)):,}", max_pixels)
+
+
+def _too_many(declared: str, max_pixels: int) -> str:
+    return (
+        f"the header declares {declared} pixels, more than data.max_image_pixels"
+        f" ({max_pixels:,}): a decompression bomb or a corrupt header (raise"
+        " data.max_image_pixels if the image is real)"
+    )
 
 
 def check_pixels(image: Image.Image, path: Path, max_pixels: int | None) -> None:
@@ -58,12 +76,7 @@ def check_pixels(image: Image.Image, path: Path, max_pixels: int | None) -> None
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         image.close()
-        raise UnreadableImage(
-            path,
-            f"the header declares {width}x{height} = {width * height:,} pixels, more than"
-            f" data.max_image_pixels ({max_pixels:,}): a decompression bomb or a corrupt header"
-            " (raise data.max_image_pixels if the image is real)",
-        )
+        raise UnreadableImage(path, _too_many(f"{width}x{height} = {width * height:,}", max_pixels))
 
 
 def load_rgb(
