@@ -137,6 +137,12 @@ class MetricsWriter:
             with _write_errors(self.path):
                 file.close()
 
+    def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 @contextlib.contextmanager
 def _write_errors(path: Path) -> Iterator[None]:
@@ -149,12 +155,6 @@ def _write_errors(path: Path) -> Iterator[None]:
         if failure is None:
             raise
         raise failure from error
-
-    def __enter__(self) -> MetricsWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def read_metrics(path: Path | str) -> list[dict[str, Any]]:
