@@ -21,6 +21,7 @@ from pathlib import Path
 from ssd_train.resilience.environment import (
     ENVIRONMENT_EXIT_CODE,
     EnvironmentFailure,
+    first_failure_wins,
     write_failure,
 )
 from ssd_train.settings import Settings, SettingsLoadError, load_settings
@@ -231,12 +232,8 @@ def _run(settings: Settings) -> int:
         print(f"ssd-train: {error}", file=sys.stderr)
         return 3
     finally:
-        failing = sys.exc_info()[1] is not None
-        try:
+        with first_failure_wins():
             trainer.close()
-        except EnvironmentFailure:
-            if not failing:  # else the first failure is the one to report
-                raise
     return INTERRUPT_EXIT_CODE if outcome.reason == "ctrl_c" else 0
 
 

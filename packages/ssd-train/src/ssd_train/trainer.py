@@ -14,7 +14,6 @@ evaluations. :meth:`Trainer.state_dict` / :meth:`load_state_dict` hold what a re
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -41,11 +40,7 @@ from ssd_train.lr_schedule import LRSchedule, decay_steps_from_epochs
 from ssd_train.optim import device_learning_rates
 from ssd_train.report.mlperf_log import evaluation_blocks
 from ssd_train.report.reporter import RunReporter, class_names_of
-from ssd_train.resilience.environment import (
-    EnvironmentFailure,
-    checkpoint_bytes,
-    low_space_warning,
-)
+from ssd_train.resilience.environment import first_failure_wins
 from ssd_train.resilience.fault_injection import FaultInjector
 from ssd_train.resilience.nonfinite import NonFiniteGuard
 from ssd_train.resilience.preemption import StopRequest
@@ -144,7 +139,7 @@ class Trainer:
             set_collective_timeout(s.distributed.timeout_s)
             self._build_data()
             self._resume()
-            self._warn_if_low_space()
+            self.checkpoints.warn_if_low_space(self.model, self.optimizer, self.reporter.message)
             self._loop()
             last = self.evals.results[-1].map if self.evals.results else None
             self.exporter.on_run_end(
@@ -155,31 +150,25 @@ class Trainer:
             self.done = self.done or ("aborted", "error")
             raise
         finally:
-            failing = sys.exc_info()[1] is not None
-            if self.done is None:
-                self.done = ("aborted", "interrupted")
-            try:
-                if self.mllog.run_started and not self.mllog.run_stopped:
-                    self.mllog.run_stop(self.done[0])
-                self._report_end()
-            except EnvironmentFailure:
-                if not failing:  # else the first failure (e.g. a full disk) is the one to report
-                    raise
+            self.done = self.done or ("aborted", "interrupted")
+            self._report_end()
         results = [{"epoch": r.epoch, "map": r.map} for r in self.evals.results]
         return RunOutcome(
             *self.done, self.run_dir, self.step, self.epoch, self.evals.best_map, results
         )
 
+    @first_failure_wins()  # in ``finally``: a full disk while checkpointing stays the error
     def _report_end(self) -> None:
-        """Data counts (``data`` record), results.png and the final lines with the continue command."""
+        """run_stop, data counts, results.png, the final lines with the continue command."""
         assert self.done is not None
+        if self.mllog.run_started and not self.mllog.run_stopped:
+            self.mllog.run_stop(self.done[0])
         ev, loader = self.evaluations, self.train_loader
         train_stats = loader.stats() if loader is not None else None
         val_stats = ev.evaluation.loader.stats() if ev is not None else None
         self.reporter.data_counts(train_stats, val_stats, step=self.step)
         best = self.evals.best_map if self.evals.results else None
-        status, reason = self.done
-        self.reporter.final(status, reason, epochs=self.epoch, steps=self.step, best_map=best)
+        self.reporter.final(*self.done, epochs=self.epoch, steps=self.step, best_map=best)
 
     def _build_data(self) -> None:
         s, ctx = self.settings, self.ctx
@@ -349,14 +338,6 @@ class Trainer:
         restored = self.checkpoints.load(path, self.state_dict())
         self.load_state_dict(restored.state)
         self.reporter.message(f"resumed from {path} (step {self.step}, epoch {self.epoch})")
-
-    def _warn_if_low_space(self) -> None:
-        """Warn once (rank 0) when the run folder's file system cannot hold two checkpoints."""
-        if self.ctx.is_main and self.settings.checkpoint.enabled:
-            need = checkpoint_bytes(self.model, self.optimizer)
-            warning = low_space_warning(self.run_dir, need)
-            if warning:
-                self.reporter.message(warning)
 
     def save_checkpoint(self, reason: str) -> Path | None:
         """Settle evaluations, refuse NaN state, average BN statistics and save (collective).

@@ -16,10 +16,12 @@ a full disk.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -163,6 +165,25 @@ def write_failure(
     return EnvironmentFailure(message + ".", path, code)
 
 
+def checkpoint_write_failure(
+    folder: Path, error: BaseException, need_bytes: int, last_saved: Path | None
+) -> EnvironmentFailure | None:
+    """:func:`write_failure` of checkpoint ``folder`` (``need_bytes``: its size), saying which
+    complete checkpoint a rerun resumes from."""
+    resume = (
+        f"rerun the same command to resume from {last_saved}"
+        if last_saved is not None
+        else "no complete checkpoint exists yet"
+    )
+    return write_failure(
+        folder,
+        error,
+        need_bytes=need_bytes or None,
+        what="checkpoint",
+        hint=f"{resume} (the torn {folder.name} is removed and never resumed from)",
+    )
+
+
 def tensor_bytes(obj: Any) -> int:
     """Bytes of every tensor in a nested dict/list/tuple (a DTensor counts its global size)."""
     import torch
@@ -203,3 +224,29 @@ def low_space_warning(run_dir: Path, one_checkpoint: int, count: int = 2) -> str
         " checkpoint may fail with 'No space left on device' (exit 4). Free space or choose"
         " another --run-dir"
     )
+
+
+def warn_if_low_space(
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    say: Callable[[str], None],
+) -> None:
+    """Call ``say`` with :func:`low_space_warning` when two checkpoints of ``model`` and
+    ``optimizer`` do not fit in the free space of ``run_dir``'s file system."""
+    warning = low_space_warning(run_dir, checkpoint_bytes(model, optimizer))
+    if warning:
+        say(warning)
+
+
+@contextlib.contextmanager
+def first_failure_wins() -> Iterator[None]:
+    """For clean-up in a ``finally`` block: when an error is already on its way out (e.g. a full
+    disk while checkpointing), an :class:`EnvironmentFailure` of the clean-up (writing the last log
+    lines to the same full disk) is dropped so that the first error is the one reported."""
+    failing = sys.exc_info()[1] is not None
+    try:
+        yield
+    except EnvironmentFailure:
+        if not failing:
+            raise
