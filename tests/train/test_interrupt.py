@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from ssd_train.checkpoint.files import list_checkpoints
 
 from . import _jobs as h
@@ -37,12 +38,14 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _start(run: Path, cache: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+def _start(
+    run: Path, cache: Path, *extra: str, launcher: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, Path]:
     run.parent.mkdir(parents=True, exist_ok=True)
     log = run.parent / f"{run.name}-{len(list(run.parent.glob(f'{run.name}-*.txt')))}.txt"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ssd_train", *_args(run, cache, *extra)],
+            [sys.executable, *launcher, "-m", "ssd_train", *_args(run, cache, *extra)],
             env=_env(),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -117,3 +120,26 @@ def test_second_ctrl_c_exits_at_once_leaving_the_complete_checkpoint(tmp_path, t
         assert path not in after or after[path] == marker
     newest_before = max(m["step"] for m in before.values())
     assert max(m["step"] for m in after.values()) >= newest_before
+
+
+@pytest.mark.slow
+def test_ctrl_c_through_torchrun_stops_every_rank_with_a_checkpoint(tmp_path, tmp_path_factory):
+    run, cache = tmp_path / "run", Path(tmp_path_factory.getbasetemp()) / "synthetic-cache"
+    torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
+    proc, log = _start(
+        run, cache, "--schedule.max-steps=100", "--checkpoint.every-steps=0",
+        "--resilience.preemption.check-every-steps=1", launcher=torchrun,
+    )  # fmt: skip
+    _wait_for_step(proc, log, run, 2)
+    proc.send_signal(signal.SIGINT)  # torchrun forwards it to both workers
+    proc.wait(timeout=120)
+    out = log.read_text()
+    assert "closing signal SIGINT" in out  # torchrun's own line: it forwarded the signal
+    assert "rank 0: stopping (SIGINT)" in out and "rank 1: stopping (SIGINT)" in out, out[-4000:]
+    assert "run aborted (ctrl_c)" in out and "continue this run from its latest checkpoint" in out
+    assert "forcefully exiting via SIGKILL" not in out
+    # the only traceback is torchrun's own SignalException (it re-raises the signal it got)
+    assert out.count("Traceback") == 1 and "SignalException" in out.split("Traceback")[-1]
+    newest = list_checkpoints(run)[-1]
+    assert newest.usable and newest.marker["world_size"] == 2 and newest.step >= 2
+    assert not (run / "requeue").exists()
