@@ -366,11 +366,22 @@ class MLPerfLogger:
             return
         if self.run_started and not self.run_stopped:
             self.run_stop("aborted")
+        failure = None
         for handler in list(self._logger.handlers):
-            handler.flush()
-            if isinstance(handler, logging.FileHandler):
-                handler.close()
             self._logger.removeHandler(handler)
+            try:
+                handler.flush()
+                if isinstance(handler, logging.FileHandler):
+                    handler.close()
+            except OSError as error:  # the last lines did not reach the disk
+                from ssd_train.resilience.environment import write_failure
+
+                if isinstance(handler, _RaisingFileHandler) and handler.failure:
+                    continue  # reported by the call that failed
+                path = Path(getattr(handler, "baseFilename", "stdout"))
+                failure = failure or write_failure(path, error, what="MLPerf log") or error
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> MLPerfLogger:
         return self
