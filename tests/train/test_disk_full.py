@@ -228,3 +228,26 @@ def test_low_space_warning_compares_with_two_checkpoints(tmp_path):
     assert warning is not None and str(tmp_path) in warning
     assert f"(2 x {environment.human_bytes(free)})" in warning
     assert low_space_warning(tmp_path, 1000) is None
+
+
+def test_a_picture_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkeypatch):
+    from ssd_train.report.config import LoggingConfig
+    from ssd_train.report.reporter import RunReporter
+
+    reporter = RunReporter(
+        tmp_path, LoggingConfig(), rank=0, max_epochs=1, target_map=0.23, settings={}
+    )
+    said: list[str] = []
+    monkeypatch.setattr(reporter, "message", said.append)
+
+    def full(run_dir: Path, target_map: float) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("ssd_train.report.plots.plot_results", full)
+    reporter.plot()  # the run goes on: a picture is not worth a run
+    assert len(said) == 1
+    assert said[0].startswith(
+        f"could not plot results: cannot write {tmp_path / 'results.png'}: No space left on device;"
+    )
+    assert said[0].endswith("free on that file system. Free space there or choose another folder.")
+    reporter.close(0)

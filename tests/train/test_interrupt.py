@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -135,7 +136,8 @@ def test_ctrl_c_through_torchrun_stops_every_rank_with_a_checkpoint(tmp_path, tm
     proc.wait(timeout=120)
     out = log.read_text()
     assert "closing signal SIGINT" in out  # torchrun's own line: it forwarded the signal
-    assert "rank 0: stopping (SIGINT)" in out and "rank 1: stopping (SIGINT)" in out, out[-4000:]
+    for rank in (0, 1):  # a rank whose handler had not run yet learns it from the agreement
+        assert re.search(rf"rank {rank}: stopping \((SIGINT|Ctrl-C on another rank)\)", out), out
     assert "run aborted (ctrl_c)" in out and "continue this run from its latest checkpoint" in out
     assert "forcefully exiting via SIGKILL" not in out
     # the only traceback is torchrun's own SignalException (it re-raises the signal it got)
