@@ -99,3 +99,20 @@ def test_a_full_disk_while_writing_predictions_exits_4(
         " No space left on device"
     )
     assert sorted(p.name for p in out.iterdir()) == []  # no half file, no temporary file
+
+
+def test_a_full_disk_while_exporting_exits_4_and_leaves_no_file(
+    weights: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    def full(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("ssd_train.predict.export.os.replace", full)  # the file is written first
+    out = tmp_path / "models" / "ssd300.pt2"
+    assert main(["--weights", str(weights), "--export", "pt2", "--out", str(out)]) == 4
+    last = _one_error(capsys)
+    assert last.startswith(
+        f"ssd-predict: error: cannot write pt2 export {out}: No space left on device"
+    )
+    assert "it needs about" in last
+    assert list(out.parent.iterdir()) == []  # neither the export nor its temporary file
