@@ -145,3 +145,15 @@ def test_ctrl_c_through_torchrun_stops_every_rank_with_a_checkpoint(tmp_path, tm
     newest = list_checkpoints(run)[-1]
     assert newest.usable and newest.marker["world_size"] == 2 and newest.step >= 2
     assert not (run / "requeue").exists()
+
+
+def test_ctrl_c_before_training_starts_is_one_line_and_130(tmp_path, monkeypatch, capsys):
+    import ssd_train.__main__ as cli
+
+    def interrupted(settings: object) -> int:  # e.g. while the dataset is being generated
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run", interrupted)
+    assert cli.main(_args(tmp_path / "run", tmp_path / "cache")) == 130
+    err = capsys.readouterr().err
+    assert err == "ssd-train: interrupted (Ctrl-C); no checkpoint was written for it\n"

@@ -160,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"ssd-train: {unwrap_worker_error(str(error))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C before the trainer's handler is installed
-        print("ssd-train: interrupted (Ctrl-C) before training started", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C before the trainer's handler is installed (or without it)
+        print("ssd-train: interrupted (Ctrl-C); no checkpoint was written for it", file=sys.stderr)
         return 130
     except (FileExistsError, NotADirectoryError, PermissionError) as error:
         run_dir = settings.run_dir or Path("runs")  # the default: runs/<UTC time>

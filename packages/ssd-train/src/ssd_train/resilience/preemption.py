@@ -227,13 +227,8 @@ class _SecondInterrupt:
     each caught signal's number to the wakeup fd (:func:`signal.set_wakeup_fd`) at once; the
     thread counts the SIGINT bytes."""
 
-    def __init__(self, line: str, read_fd: int, write_fd: int, previous_fd: int) -> None:
-        self.line, self.read_fd, self.write_fd, self.previous_fd = (
-            line,
-            read_fd,
-            write_fd,
-            previous_fd,
-        )
+    def __init__(self, line: str, read_fd: int, write_fd: int) -> None:
+        self.line, self.read_fd, self.write_fd = line, read_fd, write_fd
         self.thread = threading.Thread(target=self._watch, name="second-ctrl-c", daemon=True)
 
     @classmethod
@@ -253,7 +248,7 @@ class _SecondInterrupt:
             os.close(read_fd)
             os.close(write_fd)
             return None
-        watcher = cls(line, read_fd, write_fd, previous)
+        watcher = cls(line, read_fd, write_fd)
         watcher.thread.start()
         return watcher
 
