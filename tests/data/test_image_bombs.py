@@ -5,8 +5,6 @@ in evaluation, refused from the header alone (data.max_image_pixels)."""
 from __future__ import annotations
 
 import logging
-import struct
-import zlib
 from itertools import islice
 from pathlib import Path
 
@@ -17,26 +15,9 @@ from ssd_data.decode import UnreadableImage, open_image
 from ssd_data.device_samples import read_encoded
 from ssd_data.pipeline import build_eval_loader, build_train_loader
 
-from ._fixtures import make_coco
+from ._fixtures import claim_jpeg_size, claim_png_size, make_coco
 
 BOMB = 60_000
-
-
-def claim_jpeg_size(data: bytes, width: int, height: int) -> bytes:
-    """``data`` (a baseline or progressive JPEG) with its SOF header claiming ``width x height``."""
-    for marker in (b"\xff\xc0", b"\xff\xc2"):
-        at = data.find(marker)
-        if at >= 0:  # FF C0, length (2), precision (1), height (2), width (2)
-            return data[: at + 5] + struct.pack(">HH", height, width) + data[at + 9 :]
-    raise AssertionError("no SOF0/SOF2 marker")
-
-
-def claim_png_size(data: bytes, width: int, height: int) -> bytes:
-    """``data`` (a PNG) with its IHDR claiming ``width x height`` (the chunk's CRC recomputed)."""
-    start = 8 + 8  # signature, then IHDR's length and type
-    ihdr = struct.pack(">II", width, height) + data[start + 8 : start + 13]
-    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return data[:start] + ihdr + crc + data[start + 17 :]
 
 
 def small_image(path: Path, fmt: str) -> bytes:
