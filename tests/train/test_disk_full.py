@@ -251,3 +251,30 @@ def test_a_picture_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkey
     )
     assert said[0].endswith("free on that file system. Free space there or choose another folder.")
     reporter.close(0)
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (
+            OSError(errno.EROFS, "Read-only file system", "/data/run/config.json"),
+            "ssd-train: cannot write /data/run/config.json: Read-only file system."
+            " Choose a folder on a writable file system.",
+        ),
+        (
+            OSError(errno.ENOSPC, "No space left on device"),
+            "ssd-train: the environment failed: No space left on device",
+        ),
+    ],
+)
+def test_other_write_errors_of_a_run_exit_4_with_one_line(
+    error: OSError, says: str, tmp_path, monkeypatch, capsys
+):
+    import ssd_train.__main__ as cli
+
+    def fails(settings: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "_run", fails)
+    assert cli.main([f"--run-dir={tmp_path / 'run'}", "--model.backbone-weights=none"]) == 4
+    assert capsys.readouterr().err == says + "\n"

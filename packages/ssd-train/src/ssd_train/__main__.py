@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ssd_train.resilience.environment import (
+    ENVIRONMENT_ERRNOS,
     ENVIRONMENT_EXIT_CODE,
     EnvironmentFailure,
     first_failure_wins,
@@ -180,8 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _environment_failure(error: OSError) -> int:
     """Exit 4 with one line for an operating-system error of the environment (re-raised
     otherwise: a bug)."""
-    where = Path(error.filename) if isinstance(error.filename, str) else Path("?")
-    failure = write_failure(where, error)
+    if not isinstance(error.filename, str):  # the operating system named no file
+        if error.errno not in ENVIRONMENT_ERRNOS:
+            raise error
+        print(f"ssd-train: the environment failed: {error.strerror or error}", file=sys.stderr)
+        return ENVIRONMENT_EXIT_CODE
+    failure = write_failure(Path(error.filename), error)
     if failure is None:
         raise error
     print(f"ssd-train: {failure}", file=sys.stderr)

@@ -158,6 +158,8 @@ def write_failure(
         errno.EROFS: "choose a folder on a writable file system",
         errno.ENOENT: "a folder on the way no longer exists: recreate it or choose another",
         errno.ENOTDIR: "a folder on the way is a file: remove it or choose another folder",
+        errno.EIO: "check the disk and its file system, or choose another folder",
+        errno.ENAMETOOLONG: "choose a shorter path",
     }.get(code, "free space there or choose another folder")
     message = f"cannot write {target}: {reason}{detail}{sizes}. {todo[0].upper()}{todo[1:]}"
     if hint:
