@@ -9,6 +9,8 @@ without annotations. Everything is derived from ``seed``.
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +132,20 @@ def damage_images(image_dir: Path) -> dict[str, str]:
             path.write_bytes(b"<html>this is not an image</html>")
         names[path.name] = kind
     return names
+
+
+def claim_jpeg_size(data: bytes, width: int, height: int) -> bytes:
+    """``data`` (a baseline or progressive JPEG) with its SOF header claiming ``width x height``."""
+    for marker in (b"\xff\xc0", b"\xff\xc2"):
+        at = data.find(marker)
+        if at >= 0:  # FF C0, length (2), precision (1), height (2), width (2)
+            return data[: at + 5] + struct.pack(">HH", height, width) + data[at + 9 :]
+    raise AssertionError("no SOF0/SOF2 marker")
+
+
+def claim_png_size(data: bytes, width: int, height: int) -> bytes:
+    """``data`` (a PNG) with its IHDR claiming ``width x height`` (the chunk's CRC recomputed)."""
+    start = 8 + 8  # signature, then IHDR's length and type
+    ihdr = struct.pack(">II", width, height) + data[start + 8 : start + 13]
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return data[:start] + ihdr + crc + data[start + 17 :]

@@ -80,6 +80,7 @@ def test_continue_command_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> Non
     ("status", "reason", "best", "says"),
     [
         ("aborted", "stop_requested", None, "stopped on request; no evaluation yet"),
+        ("aborted", "ctrl_c", 0.1, "stopped by Ctrl-C; best mAP 0.1000"),
         ("aborted", "max_steps", 0.1234, "stopped at schedule.max_steps; best mAP 0.1234"),
         ("aborted", "max_epochs", 0.2012, "target missed: best mAP 0.2012 (target 0.23)"),
         ("aborted", "interrupted", None, "interrupted (interrupted); no evaluation yet"),

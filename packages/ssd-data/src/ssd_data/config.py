@@ -13,6 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 #: (``stats()["dropped_boxes_max"]``) and logged.
 COCO_MAX_BOXES = 128
 
+#: Default of ``data.max_image_pixels``: an image whose header declares more pixels is unreadable
+#: (a decompression bomb or a corrupt header), refused before any pixel is decoded. 100x COCO's
+#: largest image (640 x 640), room for 40-megapixel photographs, under half of PIL's own warning
+#: limit (``PIL.Image.MAX_IMAGE_PIXELS``, 89.5 M).
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+
 
 class DataConfig(BaseModel):
     """Where the COCO-format data is and how the input pipelines run.
@@ -84,6 +90,16 @@ class DataConfig(BaseModel):
         description=(
             "'skip': replace an unreadable training image by another one chosen from the seed "
             "(eval: leave it out), count and log it; 'error': stop, naming the file"
+        ),
+    )
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        ge=1,
+        description=(
+            "an image whose header declares more pixels (width x height) is unreadable (a "
+            "decompression bomb or a corrupt header), before any pixel is decoded; counted and "
+            "named like a truncated image (data.bad_image_policy). Default 40 M: 100x COCO's "
+            "largest image, under PIL's own limit (89.5 M)"
         ),
     )
     eval_all_images: bool = Field(

@@ -9,6 +9,7 @@ This module and the worker import no torch.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import weakref
 from collections import deque
 from collections.abc import Mapping
@@ -33,8 +34,11 @@ class AsyncScoringError(RuntimeError):
 def _init_worker(
     gt: str | Mapping[str, Any], backend: Backend, per_class: bool, confusion_score: float
 ) -> None:
-    """Worker initializer: load and index the ground truth once."""
+    """Worker initializer: load and index the ground truth once. Ctrl-C in a terminal reaches
+    the whole foreground process group: the worker ignores it and the training process, which
+    owns the stop, shuts it down."""
     global _WORKER_SCORER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_SCORER = CocoScorer(
         load_ground_truth(gt),
         backend=backend,

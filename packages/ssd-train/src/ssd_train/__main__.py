@@ -5,7 +5,9 @@ built (run folder, backbone weights), then run the chosen mode (train, benchmark
 everything in ``finally``. Exit codes: 0 done (also a run that ended without reaching its target, or
 stopped on request), 2 bad settings or bad input (dataset, annotations, images, weights, a
 checkpoint that does not fit, a run folder that cannot be written: printed as one message, no
-traceback), 3 non-finite loss, 1 another error.
+traceback), 3 non-finite loss, 4 the environment failed during the run (disk full, permission
+denied, a folder that vanished: one message naming the path), 130 stopped by Ctrl-C (after
+writing a checkpoint; a second Ctrl-C exits at once), 1 another error (a bug: a traceback).
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ssd_train.resilience.environment import (
+    ENVIRONMENT_ERRNOS,
+    ENVIRONMENT_EXIT_CODE,
+    EnvironmentFailure,
+    first_failure_wins,
+    write_failure,
+)
 from ssd_train.settings import Settings, SettingsLoadError, load_settings
 
 
@@ -141,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_run_dir(settings.run_dir)
         check_backbone(settings)
         return _run(settings)
+    except EnvironmentFailure as error:
+        print(f"ssd-train: {error}", file=sys.stderr)
+        return ENVIRONMENT_EXIT_CODE
     except _input_errors() as error:
         print(f"ssd-train: {unwrap_worker_error(str(error))}", file=sys.stderr)
         return 2
@@ -149,16 +161,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"ssd-train: {unwrap_worker_error(str(error))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before the trainer's handler is installed (or without it)
+        print("ssd-train: interrupted (Ctrl-C); no checkpoint was written for it", file=sys.stderr)
+        return 130
     except (FileExistsError, NotADirectoryError, PermissionError) as error:
         run_dir = settings.run_dir or Path("runs")  # the default: runs/<UTC time>
         if not _under(error.filename, run_dir):
-            raise
+            return _environment_failure(error)
         print(
             f"ssd-train: cannot write the run folder {run_dir}: {error.strerror}"
             f" ({error.filename}); choose another --run-dir",
             file=sys.stderr,
         )
         return 2
+    except OSError as error:
+        return _environment_failure(error)
+
+
+def _environment_failure(error: OSError) -> int:
+    """Exit 4 with one line for an operating-system error of the environment (re-raised
+    otherwise: a bug)."""
+    if not isinstance(error.filename, str):  # the operating system named no file
+        if error.errno not in ENVIRONMENT_ERRNOS:
+            raise error
+        print(f"ssd-train: the environment failed: {error.strerror or error}", file=sys.stderr)
+        return ENVIRONMENT_EXIT_CODE
+    failure = write_failure(Path(error.filename), error)
+    if failure is None:
+        raise error
+    print(f"ssd-train: {failure}", file=sys.stderr)
+    return ENVIRONMENT_EXIT_CODE
 
 
 def _under(filename: object, folder: Path) -> bool:
@@ -195,17 +227,19 @@ def _run(settings: Settings) -> int:
     except ValueError as error:  # an explicit closed division the settings cannot pass
         raise InputError(str(error)) from None
     from ssd_train.resilience.nonfinite import NonFiniteLossError
+    from ssd_train.resilience.preemption import INTERRUPT_EXIT_CODE
     from ssd_train.trainer import Trainer
 
     trainer = Trainer(settings, synthetic_data=synthetic)
     try:
-        trainer.train()
+        outcome = trainer.train()
     except NonFiniteLossError as error:
         print(f"ssd-train: {error}", file=sys.stderr)
         return 3
     finally:
-        trainer.close()
-    return 0
+        with first_failure_wins():
+            trainer.close()
+    return INTERRUPT_EXIT_CODE if outcome.reason == "ctrl_c" else 0
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from ssd_train.lr_schedule import LRSchedule, decay_steps_from_epochs
 from ssd_train.optim import device_learning_rates
 from ssd_train.report.mlperf_log import evaluation_blocks
 from ssd_train.report.reporter import RunReporter, class_names_of
+from ssd_train.resilience.environment import first_failure_wins
 from ssd_train.resilience.fault_injection import FaultInjector
 from ssd_train.resilience.nonfinite import NonFiniteGuard
 from ssd_train.resilience.preemption import StopRequest
@@ -138,6 +139,7 @@ class Trainer:
             set_collective_timeout(s.distributed.timeout_s)
             self._build_data()
             self._resume()
+            self.checkpoints.warn_if_low_space(self.model, self.optimizer, self.reporter.message)
             self._loop()
             last = self.evals.results[-1].map if self.evals.results else None
             self.exporter.on_run_end(
@@ -148,26 +150,25 @@ class Trainer:
             self.done = self.done or ("aborted", "error")
             raise
         finally:
-            if self.done is None:
-                self.done = ("aborted", "interrupted")
-            if self.mllog.run_started and not self.mllog.run_stopped:
-                self.mllog.run_stop(self.done[0])
+            self.done = self.done or ("aborted", "interrupted")
             self._report_end()
         results = [{"epoch": r.epoch, "map": r.map} for r in self.evals.results]
         return RunOutcome(
             *self.done, self.run_dir, self.step, self.epoch, self.evals.best_map, results
         )
 
+    @first_failure_wins()  # in ``finally``: a full disk while checkpointing stays the error
     def _report_end(self) -> None:
-        """Data counts (``data`` record), results.png and the final lines with the continue command."""
+        """run_stop, data counts, results.png, the final lines with the continue command."""
         assert self.done is not None
+        if self.mllog.run_started and not self.mllog.run_stopped:
+            self.mllog.run_stop(self.done[0])
         ev, loader = self.evaluations, self.train_loader
         train_stats = loader.stats() if loader is not None else None
         val_stats = ev.evaluation.loader.stats() if ev is not None else None
         self.reporter.data_counts(train_stats, val_stats, step=self.step)
         best = self.evals.best_map if self.evals.results else None
-        status, reason = self.done
-        self.reporter.final(status, reason, epochs=self.epoch, steps=self.step, best_map=best)
+        self.reporter.final(*self.done, epochs=self.epoch, steps=self.step, best_map=best)
 
     def _build_data(self) -> None:
         s, ctx = self.settings, self.ctx
@@ -280,7 +281,7 @@ class Trainer:
             self._stop_at_max_steps()  # at an epoch end, the epoch's evaluation comes first
         if self.done is None and self.stop_request.should_stop(self.step):
             self.save_checkpoint("stop")
-            self.done = ("aborted", "stop_requested")
+            self.done = ("aborted", "ctrl_c" if self.stop_request.interrupted else "stop_requested")
         if self.done is None and self.checkpoints.due(self.step):
             self.save_checkpoint("periodic")
 

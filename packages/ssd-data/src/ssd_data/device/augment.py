@@ -95,7 +95,8 @@ def pil_decode(data: np.ndarray | torch.Tensor, path: Path) -> torch.Tensor:
     Raises :class:`UnreadableImage` with the CPU path's reason."""
     raw = data.numpy() if isinstance(data, torch.Tensor) else data
     try:
-        image = open_image(io.BytesIO(raw.tobytes()))  # type: ignore[arg-type]
+        # the header's size was checked by read_encoded (data.max_image_pixels)
+        image = open_image(io.BytesIO(raw.tobytes()), None)  # type: ignore[arg-type]
         rgb = load_rgb(image, path)
     except UnreadableImage as e:
         raise UnreadableImage(path, e.reason) from None

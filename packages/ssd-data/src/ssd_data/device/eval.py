@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ssd_data.coco import CocoIndex
+from ssd_data.config import DEFAULT_MAX_IMAGE_PIXELS
 from ssd_data.device.augment import decode_jpegs
 from ssd_data.device.batch import byte_views
 from ssd_data.device.plan import C_RESIZE_ORDER, num_vertical, with_plan
@@ -74,7 +75,7 @@ def _draft_hw(data: np.ndarray, hw: tuple[int, int]) -> tuple[int, int]:
     ``resize_eval(impl="fast")`` does; ``hw`` when it does not downscale)."""
     if min(hw) < 2 * OUTPUT_SIZE:  # draft scales by 1/2, 1/4, 1/8: only from 600 pixels up
         return hw
-    image = open_image(io.BytesIO(data))  # type: ignore[arg-type]
+    image = open_image(io.BytesIO(data), None)  # type: ignore[arg-type]  # size checked
     if image.format == "JPEG":
         image.draft("RGB", (OUTPUT_SIZE, OUTPUT_SIZE))
     return image.size[1], image.size[0]
@@ -89,6 +90,7 @@ class DeviceEvalSampleFn:
     image_dir: Path
     impl: AugmentImpl = "fast"
     policy: BadImagePolicy = "skip"
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS  # data.max_image_pixels
 
     def __call__(self, item: tuple[int, int, int]) -> EncodedEvalSample:
         _, _, i = item
@@ -96,7 +98,7 @@ class DeviceEvalSampleFn:
         image_id, size = self.index.image_id(i), self.index.image_size(i)
         params = np.zeros(NUM_PARAMS, np.float32)
         try:
-            data, hw, host_decode = read_encoded(path)
+            data, hw, host_decode = read_encoded(path, self.max_pixels)
         except UnreadableImage as e:
             if self.policy == "error":
                 raise bad_image_error(path, e.reason, image_id, self.index.path) from None
@@ -152,7 +154,8 @@ def pil_decode_eval(data: torch.Tensor, path: Path, impl: AugmentImpl) -> torch.
     """Decode as :func:`ssd_data.host.augment.resize_eval` does (PIL; draft mode with
     ``impl="fast"``) -> uint8 [3, H, W] (CPU). Raises :class:`UnreadableImage`."""
     try:
-        image = open_image(io.BytesIO(data.numpy().tobytes()))  # type: ignore[arg-type]
+        # the header's size was checked by read_encoded (data.max_image_pixels)
+        image = open_image(io.BytesIO(data.numpy().tobytes()), None)  # type: ignore[arg-type]
         size = (OUTPUT_SIZE, OUTPUT_SIZE) if impl == "fast" else None
         rgb = load_rgb(image, path, size)
     except UnreadableImage as e:

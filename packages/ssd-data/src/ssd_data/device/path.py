@@ -59,6 +59,7 @@ def select_train_path(
         "impl": cfg.augment_impl,
         "crowd_boxes": cfg.train_crowd_boxes,
         "policy": cfg.bad_image_policy,
+        "max_pixels": cfg.max_image_pixels,
     }
     target = resolve_augment_device(cfg.augment_device, device)
     if target is None:
@@ -78,10 +79,16 @@ def select_eval_path(
     target = resolve_augment_device(cfg.augment_device, device)
     if target is None:
         map_fn = EvalSampleFn(
-            index=index, image_dir=image_dir, impl=cfg.augment_impl, policy=cfg.bad_image_policy
+            index=index,
+            image_dir=image_dir,
+            impl=cfg.augment_impl,
+            policy=cfg.bad_image_policy,
+            max_pixels=cfg.max_image_pixels,
         )
         return map_fn, EvalCollate(cfg.channels_last), None
-    device_fn = DeviceEvalSampleFn(index, image_dir, cfg.augment_impl, cfg.bad_image_policy)
+    device_fn = DeviceEvalSampleFn(
+        index, image_dir, cfg.augment_impl, cfg.bad_image_policy, cfg.max_image_pixels
+    )
     pin = cfg.pin_memory and torch.cuda.is_available()
     resizer = DeviceEvalResizer(
         target, cfg.augment_impl, cfg.channels_last, cfg.bad_image_policy, index.path

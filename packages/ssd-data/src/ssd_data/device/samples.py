@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssd_data.config import DEFAULT_MAX_IMAGE_PIXELS
 from ssd_data.errors import UnreadableImage
 from ssd_data.host.decode import open_image
 from ssd_data.samples.crop import crop_pixels, flip_boxes, sample_crop
@@ -69,11 +70,14 @@ class EncodedSample:
     events: list[Event] = field(default_factory=list)
 
 
-def read_encoded(path: Path) -> tuple[np.ndarray, tuple[int, int], bool]:
+def read_encoded(
+    path: Path, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+) -> tuple[np.ndarray, tuple[int, int], bool]:
     """The bytes of ``path`` (uint8[n], writable), the header's (height, width), and whether the
     file needs the CPU decoder (not a JPEG, or a JPEG mode the device decoders may not take:
     anything but RGB/YCbCr and greyscale). Raises :class:`UnreadableImage` like
-    :func:`ssd_data.host.decode.open_image` (missing file, unrecognised format)."""
+    :func:`ssd_data.host.decode.open_image` (missing file, unrecognised format, a header declaring
+    more than ``max_pixels`` pixels: checked here, before any decoder sees the bytes)."""
     try:
         with open(path, "rb") as f:
             data = np.empty(path.stat().st_size, np.uint8)
@@ -81,7 +85,7 @@ def read_encoded(path: Path) -> tuple[np.ndarray, tuple[int, int], bool]:
     except FileNotFoundError:
         raise UnreadableImage(path, "file not found") from None
     try:
-        image = open_image(io.BytesIO(data))  # type: ignore[arg-type]  # header only
+        image = open_image(io.BytesIO(data), max_pixels)  # type: ignore[arg-type]  # header only
     except UnreadableImage as e:
         raise UnreadableImage(path, e.reason) from None
     host_decode = image.format != "JPEG" or image.mode not in ("RGB", "L")
@@ -109,7 +113,7 @@ class DeviceSampleFn(SampleSource):
         def attempt(
             i: int, number: int, rng: np.random.Generator, boxes: np.ndarray, labels: np.ndarray
         ) -> EncodedSample:
-            data, hw, host_decode = read_encoded(self.path(i))
+            data, hw, host_decode = read_encoded(self.path(i), self.max_pixels)
             return self._decide(
                 data, hw, host_decode, boxes, labels, rng, i, events, (epoch, position, number)
             )

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ssd_data.config import DEFAULT_MAX_IMAGE_PIXELS
 from ssd_data.host.color import jitter_fused, jitter_reference
 from ssd_data.host.decode import load_rgb, open_image, rgb_array
 from ssd_data.samples.crop import crop_pixels, flip_boxes, sample_crop
@@ -67,13 +68,15 @@ def augment_train(
     crop_attempts: int = 1,
     hue: float = 0.05,
     impl: AugmentImpl = "fast",
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Augmented:
     """Read ``path`` and apply the training augmentation.
 
     ``boxes`` float32[n, 4] ltrb normalised to the image, ``labels`` int64[n]. Raises
-    :class:`ssd_data.host.decode.UnreadableImage` for a missing, truncated or non-image file.
+    :class:`ssd_data.errors.UnreadableImage` for a missing, truncated or non-image file, or one
+    whose header declares more than ``max_pixels`` pixels.
     """
-    image = open_image(path)
+    image = open_image(path, max_pixels)
     decoded_hw = (image.size[1], image.size[0])
     crop = sample_crop(boxes, rng, crop_attempts)
     flip = bool(rng.random() < 0.5)
@@ -100,12 +103,14 @@ def augment_train(
     return Augmented(rgb_array(rgb), out_boxes.astype(np.float32), out_labels, decoded_hw)
 
 
-def resize_eval(path: Path, *, impl: AugmentImpl = "fast") -> tuple[np.ndarray, tuple[int, int]]:
+def resize_eval(
+    path: Path, *, impl: AugmentImpl = "fast", max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Read ``path`` and resize it to uint8[300, 300, 3]; also returns the file's (height, width).
 
-    Raises :class:`ssd_data.host.decode.UnreadableImage`.
+    Raises :class:`ssd_data.errors.UnreadableImage` (also above ``max_pixels``).
     """
-    image = open_image(path)
+    image = open_image(path, max_pixels)
     decoded_hw = (image.size[1], image.size[0])
     size = (OUTPUT_SIZE, OUTPUT_SIZE)
     rgb = load_rgb(image, path, size if impl == "fast" else None)

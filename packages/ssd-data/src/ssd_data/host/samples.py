@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ssd_data.coco import CocoIndex
+from ssd_data.config import DEFAULT_MAX_IMAGE_PIXELS
 from ssd_data.errors import UnreadableImage
 from ssd_data.host.augment import Augmented, augment_train, resize_eval
 from ssd_data.samples.loop import (
@@ -46,6 +47,7 @@ class TrainSampleFn(SampleSource):
                 crop_attempts=self.crop_attempts,
                 hue=self.hue,
                 impl=self.impl,
+                max_pixels=self.max_pixels,
             )
             return i, aug
 
@@ -62,13 +64,14 @@ class EvalSampleFn:
     image_dir: Path
     impl: AugmentImpl = "fast"
     policy: BadImagePolicy = "skip"
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS  # data.max_image_pixels
 
     def __call__(self, item: tuple[int, int, int]) -> EvalSample:
         _, _, i = item
         path = self.image_dir / self.index.file_name(i)
         image_id, size = self.index.image_id(i), self.index.image_size(i)
         try:
-            image, decoded_hw = resize_eval(path, impl=self.impl)
+            image, decoded_hw = resize_eval(path, impl=self.impl, max_pixels=self.max_pixels)
         except UnreadableImage as e:
             if self.policy == "error":
                 raise bad_image_error(path, e.reason, image_id, self.index.path) from None

@@ -27,6 +27,7 @@ from typing import Literal, TypeVar
 import numpy as np
 
 from ssd_data.coco import CocoIndex
+from ssd_data.config import DEFAULT_MAX_IMAGE_PIXELS
 from ssd_data.errors import BadImageError, UnreadableImage
 
 #: Side of the square training and evaluation images.
@@ -102,6 +103,7 @@ class SampleSource:
     impl: AugmentImpl = "fast"
     crowd_boxes: bool = True
     policy: BadImagePolicy = "skip"
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS  # data.max_image_pixels
 
     def path(self, i: int) -> Path:
         """File of dataset image ``i``."""

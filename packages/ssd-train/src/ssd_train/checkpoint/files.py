@@ -16,6 +16,8 @@ is torn and never resumed from.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -28,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ssd_train.resilience.environment import write_failure
 
 CHECKPOINTS_DIR = "checkpoints"
 MARKER = "COMPLETE"
@@ -56,23 +60,36 @@ def step_dir(run_dir: Path, step: int) -> Path:
     return checkpoints_dir(run_dir) / f"step-{step}"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename (never a half file)."""
+def atomic_write_bytes(path: Path, data: bytes | memoryview, *, what: str = "") -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync and rename:
+    ``path`` is either the old file or the whole new one, never a half file.
+
+    Raises:
+        EnvironmentFailure: the write failed (disk full, permission, a missing folder), naming
+            ``path``, the error and the bytes needed; the temporary file is removed.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        failure = write_failure(path, error, need_bytes=len(data), what=what)
+        if failure is None:
+            raise
+        raise failure from error
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def atomic_torch_save(obj: Any, path: Path, *, what: str = "") -> None:
+    """``torch.save`` of ``obj`` to ``path`` as :func:`atomic_write_bytes` (serialised in memory
+    first, so that a full disk reports the operating system's error, not the zip writer's)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getbuffer(), what=what)
 
 
 def file_sizes(folder: Path) -> dict[str, int]:

@@ -29,8 +29,7 @@ import logging
 import shutil
 import threading
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,6 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from ssd_train.checkpoint.config import CheckpointConfig
 from ssd_train.checkpoint.files import (
@@ -54,7 +52,20 @@ from ssd_train.checkpoint.files import (
     step_dir,
     write_marker,
 )
-from ssd_train.checkpoint.rank_state import all_finite, capture_rng_state, restore_rng_state
+from ssd_train.checkpoint.rank_state import all_finite
+from ssd_train.checkpoint.state import (
+    DCP_KEYS,
+    PER_RANK_KEYS,
+    Restored,
+    apply_training_state,
+    run_fingerprint,
+    training_state,
+)
+from ssd_train.resilience.environment import (
+    checkpoint_write_failure,
+    tensor_bytes,
+    warn_if_low_space,
+)
 
 __all__ = [
     "CheckpointConfig",
@@ -81,59 +92,6 @@ class ResumeMismatchError(CheckpointError):
 
 class NonFiniteCheckpointError(CheckpointError):
     """The model or optimiser holds NaN/Inf values; no checkpoint was written."""
-
-
-DCP_KEYS = ("model", "optimizer")
-"""Parts of a state written through torch.distributed.checkpoint (sharded as the model is)."""
-PER_RANK_KEYS = ("data", "rng")
-"""Parts of a state that are this rank's own (``rank-<k>.pt``); every other key is shared."""
-
-
-@dataclass
-class Restored:
-    """What :meth:`CheckpointManager.load` read back: the folder, its step and epoch, and the
-    state (same layout as the template; its DCP parts are the template's, filled in place)."""
-
-    path: Path
-    step: int
-    epoch: int
-    state: dict[str, Any]
-
-
-def training_state(
-    model: nn.Module, optimizer: torch.optim.Optimizer, **rest: Any
-) -> dict[str, Any]:
-    """A state dict in the manager's layout: model and optimiser (``get_state_dict``: no ``module.``
-    prefix, DTensor shards under FSDP2), this process's RNG states, and ``rest`` (``data`` for the
-    loader position, anything else shared). Also the template for :meth:`CheckpointManager.load`."""
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    return {"model": model_sd, "optimizer": optim_sd, "rng": capture_rng_state(), **rest}
-
-
-def apply_training_state(
-    model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]
-) -> None:
-    """Inverse of :func:`training_state` for model, optimiser and RNG (the caller restores the rest)."""
-    set_state_dict(
-        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
-    )
-    if state.get("rng"):
-        restore_rng_state(state["rng"])
-
-
-def run_fingerprint(settings: Any, world_size: int) -> dict[str, Any]:
-    """The settings that define a run; resuming with any of them changed is refused.
-
-    Global batch (and its split), number of classes and boxes per image. ``world_size`` is
-    checked separately (with its own explanation).
-    """
-    return {
-        "global_batch_size": settings.global_batch_size(world_size),
-        "per_rank_batch_size": settings.data.batch_size,
-        "grad_accumulation_steps": settings.optim.grad_accumulation_steps,
-        "num_classes": settings.model.num_classes,
-        "max_boxes": settings.data.max_boxes,
-    }
 
 
 def _no_dist() -> bool:
@@ -178,6 +136,8 @@ class CheckpointManager:
         self.last_saved: Path | None = None  # newest complete checkpoint known to this process
         self._pending: threading.Thread | None = None
         self._pending_error: BaseException | None = None
+        self._pending_folder = Path(run_dir)
+        self._need_bytes = 0  # bytes of the last checkpoint written (for error messages)
         self.group = process_group
         if process_group is None and cfg.asynchronous and self.world_size > 1:
             # the background writer's collectives must not share a group with training's
@@ -262,6 +222,14 @@ class CheckpointManager:
         return Restored(path, info.step, int(marker.get("epoch", 0)), state)
 
     # ---------------------------------------------------------------- save
+    def warn_if_low_space(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, say: Callable[[str], None]
+    ) -> None:
+        """Before training (rank 0, when saving is on): ``say`` a warning when the run folder's
+        file system has less free space than two checkpoints need (a later save would fail)."""
+        if self.cfg.enabled and self.rank == 0:
+            warn_if_low_space(self.run_dir, model, optimizer, say)
+
     def due(self, step: int) -> bool:
         """Whether a periodic save is due after optimiser step ``step`` (1-based count)."""
         every = self.cfg.every_steps
@@ -312,6 +280,26 @@ class CheckpointManager:
             log.info("checkpoint %s already exists and is complete; not rewriting it", folder)
             self.last_saved = folder
             return folder
+        self._need_bytes = tensor_bytes(state) + tensor_bytes(shared) + tensor_bytes(per_rank)
+        try:
+            self._write_folder(folder, step, state, shared, per_rank, epoch, block)
+        except (Exception, dcp.CheckpointException) as error:  # DCP's is a BaseException
+            failure = self._write_error(folder, error)
+            if failure is error:
+                raise
+            raise failure from error
+        return folder
+
+    def _write_folder(
+        self,
+        folder: Path,
+        step: int,
+        state: dict[str, Any],
+        shared: dict[str, Any],
+        per_rank: dict[str, Any],
+        epoch: int,
+        block: bool,
+    ) -> None:
         self._prepare_folder(folder)
         atomic_torch_save(
             {"rank": self.rank, "per_rank": dict(per_rank)}, folder / f"rank-{self.rank}.pt"
@@ -332,6 +320,7 @@ class CheckpointManager:
             future = dcp.async_save(
                 state, checkpoint_id=str(folder), process_group=self.group, no_dist=_no_dist()
             )
+            self._pending_folder = folder
             self._pending = threading.Thread(
                 target=self._finish,
                 args=(future, folder, marker),
@@ -346,7 +335,17 @@ class CheckpointManager:
             self._complete(folder, marker)
             if dist.is_available() and dist.is_initialized():
                 dist.barrier(group=self.group)
-        return folder
+
+    def _write_error(self, folder: Path, error: BaseException) -> BaseException:
+        """What a failed save raises: an EnvironmentFailure (disk full, permission: exit 4) with
+        the torn folder removed by rank 0 (its space comes back, the previous checkpoint stays the
+        newest complete one), or any other error unchanged (a bug)."""
+        failure = checkpoint_write_failure(folder, error, self._need_bytes, self.last_saved)
+        if failure is None:
+            return error
+        if self.rank == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+        return failure
 
     def _prepare_folder(self, folder: Path) -> None:
         """Rank 0 removes a torn folder of the same step; every rank then sees an empty folder."""
@@ -387,6 +386,9 @@ class CheckpointManager:
             self._pending = None
         if self._pending_error is not None:
             err, self._pending_error = self._pending_error, None
+            failure = self._write_error(self._pending_folder, err)
+            if failure is not err:
+                raise failure from err
             raise CheckpointError(f"the asynchronous checkpoint save failed: {err}") from err
 
     def close(self) -> None:

@@ -31,6 +31,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from ssd_train.checkpoint.files import atomic_torch_save, find_unsafe_value
+from ssd_train.resilience.environment import write_failure
 
 FORMAT = "ssd-mlperf-weights/1"
 _PREFIXES = ("module.", "_orig_mod.")
@@ -96,8 +97,14 @@ def export_weights(model: nn.Module, path: Path, metadata: Mapping[str, Any]) ->
     if bad:
         raise ExportError(f"cannot export {path}: {bad} is not a number, string, list or dict")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save({"format": FORMAT, "model": sd, "metadata": meta}, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        failure = write_failure(path, error, what="weights file")
+        if failure is None:
+            raise
+        raise failure from error
+    atomic_torch_save({"format": FORMAT, "model": sd, "metadata": meta}, path, what="weights file")
     return path
 
 
@@ -181,7 +188,9 @@ class WeightsExporter:
         meta["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         meta["versions"] = package_versions()
         meta["num_classes"] = self.settings.get("model", {}).get("num_classes", COCO_NUM_CLASSES)
-        atomic_torch_save({"format": FORMAT, "model": snapshot[1], "metadata": meta}, path)
+        atomic_torch_save(
+            {"format": FORMAT, "model": snapshot[1], "metadata": meta}, path, what="weights file"
+        )
         return path
 
     def on_run_end(

@@ -1,12 +1,15 @@
 """``ssd-predict``: run trained weights on image files, or export the model to ONNX / torch.export.
 
-Exit status: 0 done, 2 bad input (one message on stderr naming the file or argument).
+Exit status: 0 done, 2 bad input (one message on stderr naming the file or argument; also an
+--out that cannot be created, checked before the model is loaded), 4 a write failed while running
+(disk full, permission: one message naming the file), 1 a bug (a traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +26,8 @@ in quotes) is resized and normalised exactly as in evaluation; the detections sc
 written to DIR/predictions.json as a COCO results list of {"image_id", "category_id",
 "bbox": [x, y, w, h] in pixels, "score", "file_name"}. image_id is the COCO id when --gt lists the
 file, else the number in the file name when every file has a distinct one, else the file's index.
-Unreadable images are skipped and counted.
+Unreadable images are skipped and counted (also images whose header declares more than
+--max-image-pixels pixels: decompression bombs).
 
 Export: --export onnx|pt2 writes the model to the file --out FILE. Its input is float32
 [N, 3, 300, 300] (N any batch size), RGB resized to 300 x 300 and normalised as
@@ -40,6 +44,9 @@ examples:
       --detections dets/predictions.json
   ssd-predict --weights runs/X/best.pt --export onnx --out ssd300.onnx
   ssd-predict --weights runs/X/best.pt --export pt2 --postprocess --out ssd300.pt2
+
+exit status: 0 done; 2 bad input or an --out that cannot be created (one message); 4 a write
+failed (disk full, permission; one message naming the file); 1 a bug (a traceback).
 """
 
 
@@ -72,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", type=Path, help="COCO ground-truth json: image ids and class names")
     p.add_argument("--no-draw", action="store_true", help="write predictions.json only")
     p.add_argument("--workers", type=int, default=4, help="image-reading threads (4)")
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=None,
+        help="skip images whose header declares more pixels (default: the weights' "
+        "data.max_image_pixels, else 40,000,000)",
+    )
     p.add_argument("--export", choices=("onnx", "pt2"), help="export the model instead")
     p.add_argument(
         "--postprocess",
@@ -100,6 +114,41 @@ def _device(name: str | None) -> torch.device:
     return device
 
 
+def check_out(args: argparse.Namespace) -> None:
+    """Check (and create) the output folder before anything is loaded: the predictions folder
+    (``--out DIR``, default ``predictions``), or the folder of the export file (``--out FILE``).
+
+    Raises:
+        PredictError: no ``--out`` for an export, a folder given for an export file, or a
+            folder that cannot be created or written (naming it and why).
+    """
+    from ssd_train.predict.sources import PredictError
+
+    if args.export is not None:
+        if args.out is None:
+            raise PredictError(
+                f"--export {args.export} needs --out FILE (e.g. ssd300.{args.export})"
+            )
+        if args.out.is_dir():
+            raise PredictError(f"--out {args.out} is a folder; give the model file's name")
+        folder = args.out.parent
+    else:
+        folder = args.out or Path("predictions")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        where = f" ({e.filename})" if e.filename and Path(e.filename) != folder else ""
+        raise PredictError(
+            f"--out {args.out or folder}: cannot create the folder {folder}: {reason}{where};"
+            " choose another --out"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PredictError(
+            f"--out {args.out or folder}: no write permission in {folder}; choose another --out"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Predict or export as ``args`` say; raises PredictError / ExportError on bad input."""
     from ssd_train.checkpoint.weights import load_exported
@@ -112,17 +161,12 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise PredictError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = _device(args.device) if args.export is None else torch.device("cpu")
+    check_out(args)
     model, metadata = load_exported(args.weights, map_location=device)
     postprocessor = build_postprocessor(metadata, args.score_threshold)
     if args.export is not None:
         if args.sources:
             raise PredictError("--export takes no SOURCE images (it writes the model only)")
-        if args.out is None:
-            raise PredictError(
-                f"--export {args.export} needs --out FILE (e.g. ssd300.{args.export})"
-            )
-        if args.out.is_dir():
-            raise PredictError(f"--out {args.out} is a folder; give the model file's name")
         print(f"exporting {args.weights} ({metadata.get('num_classes')} classes) to {args.out} ...")
         path = export_model(
             model, args.out, args.export, postprocessor if args.postprocess else None
@@ -136,8 +180,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _predict(args, model, metadata, postprocessor, device) -> int:  # type: ignore[no-untyped-def]
     from ssd_core import COCO_NUM_CLASSES
+    from ssd_data.config import DEFAULT_MAX_IMAGE_PIXELS
     from tqdm import tqdm
 
+    from ssd_train.checkpoint.files import atomic_write_bytes
     from ssd_train.predict.predictor import predict_files
     from ssd_train.predict.sources import (
         PredictError,
@@ -162,9 +208,9 @@ def _predict(args, model, metadata, postprocessor, device) -> int:  # type: igno
     )
     image_ids = assign_image_ids(paths, file_ids)
     out = args.out or Path("predictions")
-    out.mkdir(parents=True, exist_ok=True)
-    settings = metadata.get("settings") or {}
-    resize_impl = (settings.get("data") or {}).get("augment_impl", "fast")
+    data_settings = (metadata.get("settings") or {}).get("data") or {}
+    resize_impl = data_settings.get("augment_impl", "fast")
+    max_pixels = args.max_image_pixels or data_settings.get("max_image_pixels")
     autocast = torch.bfloat16 if args.precision == "bf16" else None
     print(
         f"{len(paths)} images, weights {args.weights} ({num_classes - 1} classes, names from "
@@ -183,11 +229,13 @@ def _predict(args, model, metadata, postprocessor, device) -> int:  # type: igno
             batch_size=args.batch_size,
             autocast_dtype=autocast,
             resize_impl=resize_impl,
+            max_pixels=max_pixels or DEFAULT_MAX_IMAGE_PIXELS,
             workers=args.workers,
             draw=not args.no_draw,
             progress=bar.update,
         )
-    (out / "predictions.json").write_text(json.dumps(result.records) + "\n")
+    records = (json.dumps(result.records) + "\n").encode()
+    atomic_write_bytes(out / "predictions.json", records, what="predictions file")
     for path, reason in result.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(
@@ -206,10 +254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ssd_train.checkpoint.weights import ExportError
     from ssd_train.predict.export import ExportFailed
     from ssd_train.predict.sources import PredictError
+    from ssd_train.resilience.environment import ENVIRONMENT_EXIT_CODE, EnvironmentFailure
 
     args = build_parser().parse_args(argv)
     try:
         return run(args)
+    except EnvironmentFailure as e:
+        print(f"ssd-predict: error: {e}", file=sys.stderr)
+        return ENVIRONMENT_EXIT_CODE
     except (PredictError, ExportFailed) as e:
         return _fail(str(e))
     except ExportError as e:  # torch's unpickling errors run over many lines: the first says it

@@ -21,12 +21,16 @@ Outputs:
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Literal
 
 import torch
 from ssd_core import PostProcessor
 from torch import Tensor, nn
+
+from ssd_train.resilience.environment import tensor_bytes, write_failure
 
 FORMATS = ("onnx", "pt2")
 MAX_BATCH = 1024
@@ -107,12 +111,13 @@ def export_model(
     if fmt not in FORMATS:
         raise ValueError(f"export format must be one of {FORMATS}, got {fmt!r}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     module = export_module(model, postprocessor)
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")  # replaced atomically
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         program = export_program(module)
         if fmt == "pt2":
-            torch.export.save(program, out)
+            torch.export.save(program, tmp)
         else:
             names = RAW_OUTPUTS if postprocessor is None else POSTPROCESSED_OUTPUTS
             onnx_program = torch.onnx.export(
@@ -126,7 +131,16 @@ def export_model(
                 verbose=False,
             )
             assert onnx_program is not None
-            onnx_program.save(str(out), external_data=False)
-    except (RuntimeError, ValueError, TypeError, NotImplementedError) as e:
+            onnx_program.save(str(tmp), external_data=False)
+        os.replace(tmp, out)
+    except (OSError, RuntimeError, ValueError, TypeError, NotImplementedError) as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        need = tensor_bytes(dict(model.state_dict()))
+        failure = write_failure(out, e, need_bytes=need, what=f"{fmt} export")
+        if failure is not None:  # disk full, permission, ...: exit 4
+            raise failure from e
+        if isinstance(e, OSError):
+            raise
         raise ExportFailed(f"{fmt} export failed: {type(e).__name__}: {e}") from e
     return out

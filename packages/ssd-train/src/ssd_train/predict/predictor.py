@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from ssd_core import ModelConfig, PostProcessor, forward_normalized
+from ssd_data.config import DEFAULT_MAX_IMAGE_PIXELS
 from ssd_data.host.augment import resize_eval
 from ssd_data.host.decode import UnreadableImage, load_rgb, open_image, rgb_array
 from ssd_eval.tensor_detections import LookupTables, pack_batch, to_coco_rows
@@ -27,6 +28,7 @@ from torch import nn
 
 from ssd_train.predict.sources import LabelMap
 from ssd_train.report.drawing import draw_boxes
+from ssd_train.resilience.environment import write_failure
 
 
 @dataclass
@@ -56,11 +58,14 @@ def build_postprocessor(metadata: dict[str, Any], score_threshold: float) -> Pos
     )
 
 
-def _read(path: Path, impl: str) -> tuple[np.ndarray, np.ndarray] | str:
-    """(resized uint8 [300, 300, 3], full-size uint8 [H, W, 3]) or the reason it is unreadable."""
+def _read(
+    path: Path, impl: str, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+) -> tuple[np.ndarray, np.ndarray] | str:
+    """(resized uint8 [300, 300, 3], full-size uint8 [H, W, 3]) or the reason it is unreadable
+    (also: a header declaring more than ``max_pixels`` pixels)."""
     try:
-        resized, _ = resize_eval(path, impl=impl)  # type: ignore[arg-type]
-        with open_image(path) as image:
+        resized, _ = resize_eval(path, impl=impl, max_pixels=max_pixels)  # type: ignore[arg-type]
+        with open_image(path, max_pixels) as image:
             full = rgb_array(load_rgb(image, path)).copy()
     except UnreadableImage as e:
         return e.reason
@@ -86,10 +91,16 @@ def _save(image: torch.Tensor, path: Path) -> None:
     from PIL import Image
 
     pil = Image.fromarray(image.permute(1, 2, 0).numpy())
-    if path.suffix == ".png":
-        pil.save(path)
-    else:
-        pil.save(path, quality=92, subsampling=0)
+    try:
+        if path.suffix == ".png":
+            pil.save(path)
+        else:
+            pil.save(path, quality=92, subsampling=0)
+    except OSError as error:
+        failure = write_failure(path, error, what="drawn image")
+        if failure is None:
+            raise
+        raise failure from error
 
 
 def predict_files(
@@ -104,6 +115,7 @@ def predict_files(
     batch_size: int = 8,
     autocast_dtype: torch.dtype | None = None,
     resize_impl: str = "fast",
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     workers: int = 4,
     draw: bool = True,
     max_drawn: int = 100,
@@ -117,6 +129,7 @@ def predict_files(
         labels: class names and COCO category ids per contiguous label.
         paths, image_ids: the files and their (unique) ids.
         out_dir: where drawn images go (None or ``draw=False``: none drawn).
+        max_pixels: images whose header declares more pixels are skipped as unreadable.
         max_drawn: boxes drawn per image at most (the best-scoring ones).
         progress: called with the number of files finished after each batch.
     """
@@ -126,7 +139,7 @@ def predict_files(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for start in range(0, len(paths), batch_size):
             chunk = list(range(start, min(start + batch_size, len(paths))))
-            loaded = list(pool.map(lambda i: _read(paths[i], resize_impl), chunk))
+            loaded = list(pool.map(lambda i: _read(paths[i], resize_impl, max_pixels), chunk))
             good = [(i, r) for i, r in zip(chunk, loaded, strict=True) if not isinstance(r, str)]
             result.skipped += [
                 (paths[i], r) for i, r in zip(chunk, loaded, strict=True) if isinstance(r, str)

@@ -162,6 +162,8 @@ def _ending(status: str, reason: str, best_map: float | None, target_map: float 
         return f"target missed: {best}{target}"
     if reason == "stop_requested":
         return f"stopped on request; {best}"
+    if reason == "ctrl_c":
+        return f"stopped by Ctrl-C; {best}"
     if reason == "error":
         return f"failed (the error follows); {best}"
     return f"interrupted ({reason}); {best}"

@@ -19,16 +19,19 @@ time spent waiting for data between two logging steps without any device synchro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import resource
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ssd_train.resilience.environment import write_failure
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -76,16 +79,19 @@ class MetricsWriter:
         self.enabled = rank == 0
         self._file = None
         if self.enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8")
+            with _write_errors(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("a", encoding="utf-8")
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._file is None:
             if self.enabled:
                 raise RuntimeError(f"{self.path} is closed")
             return
-        self._file.write(json.dumps(record, allow_nan=False) + "\n")
-        self._file.flush()
+        line = json.dumps(record, allow_nan=False) + "\n"
+        with _write_errors(self.path):
+            self._file.write(line)
+            self._file.flush()
 
     def log_step(self, m: StepMetrics) -> None:
         loss = {name: _finite_or_none(v) for name, v in m.loss.items()}
@@ -133,14 +139,28 @@ class MetricsWriter:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            with _write_errors(self.path):
+                file.close()
 
     def __enter__(self) -> MetricsWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _write_errors(path: Path) -> Iterator[None]:
+    """Turn a write error of the environment (disk full, permission) into an EnvironmentFailure
+    naming ``path``."""
+    try:
+        yield
+    except OSError as error:
+        failure = write_failure(path, error, what="metrics file")
+        if failure is None:
+            raise
+        raise failure from error
 
 
 def read_metrics(path: Path | str) -> list[dict[str, Any]]:

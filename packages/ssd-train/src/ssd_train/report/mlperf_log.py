@@ -95,6 +95,28 @@ class _CurrentStdoutHandler(logging.StreamHandler):
         super().emit(record)
 
 
+class _RaisingFileHandler(logging.FileHandler):
+    """A FileHandler that keeps its first write error of the environment (disk full, permission)
+    as an :class:`~ssd_train.resilience.environment.EnvironmentFailure` naming the log, instead of
+    logging's "--- Logging error ---" traceback on stderr (mllog swallows exceptions raised while
+    logging, so :meth:`MLPerfLogger._log` raises it); later records are dropped."""
+
+    failure: Exception | None = None
+    reported = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        from ssd_train.resilience.environment import write_failure
+
+        error = sys.exc_info()[1]
+        failure = (
+            write_failure(Path(self.baseFilename), error, what="MLPerf log") if error else None
+        )
+        if failure is None:
+            super().handleError(record)
+        elif self.failure is None:
+            self.failure = failure
+
+
 class MLPerfLogger:
     """The MLPerf log of one run segment (rank 0 writes; other ranks' calls do nothing).
 
@@ -147,7 +169,7 @@ class MLPerfLogger:
         self._logger = logging.getLogger(f"ssd_train.mlperf.{id(self)}")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
-        handlers: list[logging.Handler] = [logging.FileHandler(self.path, encoding="utf-8")]
+        handlers: list[logging.Handler] = [_RaisingFileHandler(self.path, encoding="utf-8")]
         if self.cfg.echo_stdout:
             handlers.append(_CurrentStdoutHandler(sys.stdout))
         for handler in handlers:
@@ -172,6 +194,14 @@ class MLPerfLogger:
         time_ms = int((self._clock() if at is None else at) * 1e3)
         # stack_offset 3: the metadata names the caller of the public method (the trainer)
         log(key=key, value=value, metadata=metadata, time_ms=time_ms, stack_offset=3)
+        for handler in self._logger.handlers:
+            if (
+                isinstance(handler, _RaisingFileHandler)
+                and handler.failure
+                and not handler.reported
+            ):
+                handler.reported = True
+                raise handler.failure
 
     def _once(self, key: str) -> None:
         if key in self._seen:
@@ -336,11 +366,22 @@ class MLPerfLogger:
             return
         if self.run_started and not self.run_stopped:
             self.run_stop("aborted")
+        failure = None
         for handler in list(self._logger.handlers):
-            handler.flush()
-            if isinstance(handler, logging.FileHandler):
-                handler.close()
             self._logger.removeHandler(handler)
+            try:
+                handler.flush()
+                if isinstance(handler, logging.FileHandler):
+                    handler.close()
+            except OSError as error:  # the last lines did not reach the disk
+                from ssd_train.resilience.environment import write_failure
+
+                if isinstance(handler, _RaisingFileHandler) and handler.failure:
+                    continue  # reported by the call that failed
+                path = Path(getattr(handler, "baseFilename", "stdout"))
+                failure = failure or write_failure(path, error, what="MLPerf log") or error
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> MLPerfLogger:
         return self

@@ -151,7 +151,9 @@ class RunReporter:
             )
             self._wandb_image("train_batch", path)
         except Exception as error:
-            self.message(f"could not draw the training batch: {type(error).__name__}: {error}")
+            self.message(
+                _not_written("draw the training batch", self.run_dir / "train_batch.jpg", error)
+            )
 
     # -- evaluation ---------------------------------------------------------------------------
     def evaluation(
@@ -230,7 +232,8 @@ class RunReporter:
             )
             self._wandb_image("val_predictions", path)
         except Exception as error:
-            self.message(f"could not draw validation predictions: {type(error).__name__}: {error}")
+            path = self.run_dir / "val_predictions.jpg"
+            self.message(_not_written("draw validation predictions", path, error))
 
     def plot(self) -> None:
         if not self.enabled or not self.cfg.plots:
@@ -241,7 +244,7 @@ class RunReporter:
             path = plot_results(self.run_dir, self.target_map)
             self._wandb_image("results", path)
         except Exception as error:
-            self.message(f"could not plot results: {type(error).__name__}: {error}")
+            self.message(_not_written("plot results", self.run_dir / "results.png", error))
 
     # -- start and end ------------------------------------------------------------------------
     def device_line(
@@ -368,3 +371,14 @@ def ground_truth_boxes(gt: GroundTruth, image_ids: list[int]) -> tuple[Tensor, T
             boxes[row, j] = torch.tensor(box)
             labels[row, j] = label
     return boxes, labels
+
+
+def _not_written(what: str, path: Path, error: Exception) -> str:
+    """The one line for a picture that could not be made: a write error of the environment names
+    the file and the error (the run goes on; a checkpoint reports a full disk with exit 4)."""
+    from ssd_train.resilience.environment import write_failure
+
+    failure = write_failure(path, error) if isinstance(error, OSError) else None
+    if failure is not None:
+        return f"could not {what}: {failure}"
+    return f"could not {what}: {type(error).__name__}: {error}"
