@@ -187,7 +187,7 @@ def test_unreadable_image_is_skipped_and_counted(
         ("missing_source", "no such file or folder"),
         ("missing_weights", "no weights file"),
         ("foreign_weights", "not an ssd-mlperf weights file"),
-        ("garbage_weights", "not a readable weights file"),
+        ("garbage_weights", "torch cannot read it"),
         ("all_unreadable", "none of the 1 images could be read"),
         ("export_without_out", "needs --out FILE"),
     ],
