@@ -28,7 +28,7 @@ from ssd_train.checkpoint.manager import (
     training_state,
 )
 from ssd_train.checkpoint.weights import WeightsExporter
-from ssd_train.components import build_components, cpu_has_fast_bf16
+from ssd_train.components import DetectorFactory, build_components, cpu_has_fast_bf16
 from ssd_train.distributed import (
     average_bn_statistics,
     init_distributed,
@@ -56,9 +56,17 @@ class Trainer:
         settings: resolved settings with the dataset and ``model.num_classes`` known
             (``ssd_train.default_job.prepare_dataset``).
         synthetic_data: the dataset is ssd_data's synthetic one (logs the open division).
+        detector_factory: builds the network, loss and post-processing from ``settings.model``
+            (None = SSD300-ResNet34; see :func:`ssd_train.components.build_components`).
     """
 
-    def __init__(self, settings: Settings, *, synthetic_data: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        synthetic_data: bool = False,
+        detector_factory: DetectorFactory | None = None,
+    ) -> None:
         s = self.settings = settings
         ctx = self.ctx = init_distributed(s.distributed, s.device)
         if s.num_threads:
@@ -76,7 +84,7 @@ class Trainer:
             settings=s.model_dump(mode="json"),
         )
 
-        c = self.components = build_components(s, ctx)
+        c = self.components = build_components(s, ctx, detector_factory=detector_factory)
         self.reporter.device_line(ctx.device, s.precision, c.autocast_dtype, cpu_has_fast_bf16())
         self.model, self.optimizer = c.model, c.optimizer
         res = s.resilience
