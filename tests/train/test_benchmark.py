@@ -72,8 +72,12 @@ def test_benchmark_json_has_the_documented_record(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "bench.json"
     args = [*TINY, "--mode", "benchmark", "--benchmark.warmup-steps", "1",
             "--benchmark.timed-steps", "2", "--benchmark.json", str(out), "--compile", "false"]  # fmt: skip
+    started = time.perf_counter()
     assert main(args) == 0
+    wall = time.perf_counter() - started
     r = json.loads(out.read_text())
+    # an independent clock: the 2 timed steps lie inside the wall time of the whole command
+    assert 0 < 2 * r["step_ms"] / 1000 < wall
     assert set(r) >= {"img_per_s", "step_ms", "graph_breaks", "graphs", "recompiles",
                       "peak_memory_bytes", "peak_memory_kind", "device", "precision",
                       "compile_mode", "batch_size", "world_size"}  # fmt: skip
