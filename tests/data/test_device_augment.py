@@ -25,7 +25,7 @@ from ssd_data.device_samples import (
 from ssd_data.errors import BadImageError
 from ssd_data.pipeline import build_train_loader
 
-from ._fixtures import damage_images, make_coco, write_jpeg
+from tests.helpers.datasets import damage_images, make_coco, write_jpeg
 
 
 def _params(rng: np.random.Generator):

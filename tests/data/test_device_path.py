@@ -20,7 +20,7 @@ from ssd_data.config import DataConfig
 from ssd_data.device_path import resolve_augment_device
 from ssd_data.pipeline import build_train_loader
 
-from ._fixtures import make_coco
+from tests.helpers.datasets import make_coco
 
 NUM_TRAIN = 24  # images 3, 8, 13, 18, 23 greyscale JPEGs, image 4 CMYK
 

@@ -18,7 +18,7 @@ import pytest
 from ssd_data.synthetic import generate_synthetic_coco
 from ssd_train.report.compliance import check_log
 
-from ._helpers import INFRA, REPO, load_script
+from tests.helpers.infra import INFRA, REPO, load_script
 
 pytestmark = pytest.mark.slow
 

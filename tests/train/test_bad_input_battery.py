@@ -29,7 +29,7 @@ from ssd_data.pipeline import build_train_loader
 from ssd_data.synthetic import generate_synthetic_coco
 from ssd_train.__main__ import InputError, check_run_dir, main, unwrap_worker_error
 
-from tests.data._fixtures import make_coco
+from tests.helpers.datasets import make_coco
 from tests.helpers.torch_files import BAD_TORCH_BYTES, object_file_bytes
 
 FAST = ["--compile=false", "--checkpoint.enabled=false", "--logging.progress=lines"]

@@ -31,6 +31,7 @@ from ssd_train.checkpoint.weights import WeightsExporter
 from ssd_train.components import DetectorFactory, build_components, cpu_has_fast_bf16
 from ssd_train.distributed import (
     average_bn_statistics,
+    destroy,
     init_distributed,
     seed_everything,
     set_collective_timeout,
@@ -56,8 +57,7 @@ class Trainer:
         settings: resolved settings with the dataset and ``model.num_classes`` known
             (``ssd_train.default_job.prepare_dataset``).
         synthetic_data: the dataset is ssd_data's synthetic one (logs the open division).
-        detector_factory: builds the network, loss and post-processing from ``settings.model``
-            (None = SSD300-ResNet34; see :func:`ssd_train.components.build_components`).
+        detector_factory: network, loss and post-processing (None = SSD300; see build_components).
     """
 
     def __init__(
@@ -96,11 +96,8 @@ class Trainer:
         )
         self.stop_request = StopRequest(self.run_dir, res.preemption, device=ctx.device).install()
         self.stop_request.clear_stale_marker()
-        self.watchdog: StepWatchdog | None = (
-            StepWatchdog(self.run_dir, ctx.rank, res.watchdog).start()
-            if res.watchdog.enabled
-            else None
-        )
+        wd = res.watchdog
+        self.watchdog = StepWatchdog(self.run_dir, ctx.rank, wd).start() if wd.enabled else None
         self.exporter = WeightsExporter(self.run_dir, s.model_dump(mode="json"), ctx.rank)
         self.nonfinite = NonFiniteGuard(self.optimizer, res.nonfinite, ctx.device)
         injector = FaultInjector(res.faults, self.run_dir, ctx.rank, lambda: self.step)
@@ -205,9 +202,8 @@ class Trainer:
             exporter=self.exporter,
             class_names=self._class_names,
         )
-        self.mllog.dataset_sizes(
-            train_samples=self.train_loader.num_samples, eval_samples=evaluation.num_samples
-        )
+        train_samples = self.train_loader.num_samples
+        self.mllog.dataset_sizes(train_samples=train_samples, eval_samples=evaluation.num_samples)
         sch = s.schedule
         self.schedule = LRSchedule(
             self.base_lr,
@@ -388,8 +384,6 @@ class Trainer:
 
     def close(self) -> None:
         """Release loaders, scorer process, logs, and the process group. Safe to call twice."""
-        from ssd_train.distributed import destroy
-
         if self.evaluations is not None:
             self.evaluations.close()
             self.evaluations = None

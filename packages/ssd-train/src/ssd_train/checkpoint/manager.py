@@ -37,12 +37,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from ssd_core.torch_file import TorchFileError, load_tensor_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from ssd_train.checkpoint.config import CheckpointConfig
 from ssd_train.checkpoint.files import (
+    CheckpointError,
     CheckpointInfo,
     atomic_torch_save,
     atomic_write_bytes,
@@ -52,6 +52,7 @@ from ssd_train.checkpoint.files import (
     latest_complete,
     list_checkpoints,
     prune,
+    read_part,
     step_dir,
     write_marker,
 )
@@ -70,10 +71,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be written or resumed from; the message says why and what to do."""
 
 
 class ResumeMismatchError(CheckpointError):
@@ -135,18 +132,6 @@ def run_fingerprint(settings: Any, world_size: int) -> dict[str, Any]:
         "num_classes": settings.model.num_classes,
         "max_boxes": settings.data.max_boxes,
     }
-
-
-def _load_part(path: Path) -> Any:
-    """A checkpoint's ``rank-K.pt`` / ``trainer.pt``; a damaged one is a CheckpointError (one line)."""
-    try:
-        return load_tensor_file(
-            path,
-            what="a readable checkpoint file",
-            instead="another checkpoint with checkpoint.resume=PATH (or remove the damaged folder)",
-        )
-    except TorchFileError as error:
-        raise CheckpointError(str(error)) from None
 
 
 def _no_dist() -> bool:
@@ -262,12 +247,12 @@ class CheckpointManager:
         dcp_state = {k: template[k] for k in DCP_KEYS}
         silence_single_process_warning()
         dcp.load(dcp_state, checkpoint_id=str(path), process_group=self.group, no_dist=_no_dist())
-        mine = _load_part(path / f"rank-{self.rank}.pt")
+        mine = read_part(path / f"rank-{self.rank}.pt")
         if mine.get("rank") != self.rank:
             raise CheckpointError(
                 f"{path / f'rank-{self.rank}.pt'} belongs to rank {mine.get('rank')}"
             )
-        shared = _load_part(path / "trainer.pt")
+        shared = read_part(path / "trainer.pt")
         self.last_saved = path
         marker = info.marker or {}
         log.info("resumed from %s (step %d)", path, info.step)
