@@ -102,7 +102,7 @@ def test_which_path_augment_device_selects() -> None:
     assert DataConfig().augment_device == "auto"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_on_a_gpu_the_batches_match_the_device_code_run_on_the_cpu(root: Path) -> None:
     on_cpu = _take(build_train_loader(_cfg(root, augment_device="cuda"), 0, 1, 7, "cpu"), 3)
     on_gpu = _take(build_train_loader(_cfg(root), 0, 1, 7, "cuda"), 3)  # auto -> device path

@@ -10,12 +10,11 @@ epoch 2 (2 steps per epoch), after the evaluation of epoch 1.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-import torch
 
 from tests.helpers.logs import read_metrics
+from tests.helpers.states import assert_states_equal
 from tests.helpers.trainer_runs import clear_ssd_environment, run_trainer
 
 SAVES = ("--checkpoint.enabled", "true", "--checkpoint.asynchronous", "false")
@@ -24,28 +23,6 @@ SAVES = ("--checkpoint.enabled", "true", "--checkpoint.asynchronous", "false")
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     clear_ssd_environment(monkeypatch)
-
-
-def assert_bitwise_equal(got: Any, want: Any, where: str = "state") -> None:
-    """Nested dicts/lists/tuples of tensors and plain values equal exactly (tensors: same dtype,
-    shape and bits; NaN equal to NaN)."""
-    if isinstance(want, torch.Tensor):
-        assert isinstance(got, torch.Tensor), where
-        assert got.dtype == want.dtype and got.shape == want.shape, where
-        assert torch.equal(got, want) or (
-            torch.equal(got.isnan(), want.isnan())
-            and torch.equal(got.nan_to_num(), want.nan_to_num())
-        ), where
-    elif isinstance(want, dict):
-        assert isinstance(got, dict) and got.keys() == want.keys(), (where, got.keys(), want.keys())
-        for key in want:
-            assert_bitwise_equal(got[key], want[key], f"{where}[{key!r}]")
-    elif isinstance(want, list | tuple):
-        assert isinstance(got, list | tuple) and len(got) == len(want), where
-        for i, (g, w) in enumerate(zip(got, want, strict=True)):
-            assert_bitwise_equal(g, w, f"{where}[{i}]")
-    else:
-        assert got == want or (got != got and want != want), (where, got, want)
 
 
 def test_run_resumed_at_step_3_in_a_new_trainer_ends_bitwise_equal(tmp_path: Path) -> None:
@@ -65,7 +42,7 @@ def test_run_resumed_at_step_3_in_a_new_trainer_ends_bitwise_equal(tmp_path: Pat
     # position, LR schedule, progress and the evaluation history
     assert set(whole.state) >= {"model", "optimizer", "rng", "data", "schedule", "progress",
                                 "evaluation"}  # fmt: skip
-    assert_bitwise_equal(resumed.state, whole.state)
+    assert_states_equal(resumed.state, whole.state)
     assert resumed.learning_rates == whole.learning_rates
     history = whole.state["evaluation"]["results"]
     assert [row[0] for row in history] == [1, 2]  # epoch 1 before the cut, epoch 2 after it
