@@ -15,17 +15,10 @@ from ssd_train.report.mlperf_log import MLPerfHyperparameters, MLPerfLogger, eva
 from tests.helpers.mlperf import NVIDIA_DGXA100
 
 # a short CPU run on synthetic data: no warm-up, decay boundaries that closed rules reject
-SHORT_CPU = MLPerfHyperparameters(
-    seed=0,
-    global_batch_size=8,
-    model_bn_span=8,
-    base_learning_rate=0.01,
-    weight_decay=5e-4,
-    warmup_steps=0,
-    warmup_factor=0.0,
-    decay_boundary_epochs=[3],
-    max_samples=1,
-)
+SHORT_CPU = MLPerfHyperparameters(**{
+    **NVIDIA_DGXA100.__dict__, "seed": 0, "global_batch_size": 8, "model_bn_span": 8,
+    "base_learning_rate": 0.01, "weight_decay": 5e-4, "warmup_steps": 0, "decay_boundary_epochs": [3],
+})  # fmt: skip
 
 
 def fake_clock(start: float = 1.7e9, step: float = 0.5) -> Callable[[], float]:
