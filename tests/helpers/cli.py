@@ -21,10 +21,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    """The environment of a launched run: no ``SSD_*`` settings from outside, one CPU thread,
-    wandb off, the repository importable (for ``tests.helpers``)."""
+    """The environment of a launched run: no ``SSD_*`` settings from outside, no CUDA (unless a
+    gpu test set it), wandb off, the repository importable (for ``tests.helpers``), ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSD_")}
-    env.update(WANDB_MODE="disabled", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.update(WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
+    env.setdefault("CUDA_VISIBLE_DEVICES", "")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env | extra
 
@@ -46,7 +47,8 @@ def run_ssd_train(
     script: bool = False,
     env: dict[str, str] | None = None,
     timeout: float = 300,
+    cwd: Path = REPO,
 ) -> subprocess.CompletedProcess:
     """Run :func:`ssd_train_command` to its end (killing it and failing after ``timeout`` s)."""
     cmd = ssd_train_command(*args, standin=standin, script=script)
-    return run_job(cmd, env=env or cli_env(), timeout=timeout, cwd=REPO)
+    return run_job(cmd, env=env or cli_env(), timeout=timeout, cwd=cwd)

@@ -18,6 +18,8 @@ from ssd_train.__main__ import main
 from ssd_train.benchmark import synthetic_batch
 from ssd_train.train_step import TrainStep
 
+from tests.helpers.cli import run_ssd_train
+
 TINY = [
     "--model.num-classes",
     "5",
@@ -108,10 +110,7 @@ COMPILED = ["--mode", "benchmark", "--compile", "true", "--data.batch-size", "2"
 def test_compiled_benchmark_has_no_graph_breaks_within_ten_minutes(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "ssd_train", *COMPILED, "--benchmark.json", str(out)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-    )  # fmt: skip
+    proc = run_ssd_train(*COMPILED, "--benchmark.json", str(out), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert time.monotonic() - start < 600
     r = json.loads(out.read_text())
