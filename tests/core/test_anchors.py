@@ -8,6 +8,8 @@ import pytest
 import torch
 from ssd_core.anchors import BOXES_PER_LOCATION, NUM_ANCHORS, default_boxes
 
+from tests.helpers import mlperf_reference as ref
+
 # First anchor index of each level: 38²·4, +19²·6, +10²·6, +5²·6, +3²·4, +1²·4.
 LEVEL_START = [0, 5776, 7942, 8542, 8692, 8728]
 
@@ -21,7 +23,7 @@ def test_count_and_layout() -> None:
         assert boxes.dtype == torch.float32
 
 
-def test_equal_to_reference_bit_for_bit(ref) -> None:
+def test_equal_to_reference_bit_for_bit() -> None:
     ref_xywh, ref_ltrb = ref.dboxes300()
     assert torch.equal(default_boxes("xywh", dtype=torch.float64), ref_xywh)
     assert torch.equal(default_boxes("ltrb", dtype=torch.float64), ref_ltrb)

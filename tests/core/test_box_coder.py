@@ -7,8 +7,10 @@ import torch
 from ssd_core.anchors import default_boxes
 from ssd_core.box_coder import decode, encode
 
+from tests.helpers import mlperf_reference as ref
 
-def _check_against_reference(ref, boxes: torch.Tensor, labels: torch.Tensor) -> None:
+
+def _check_against_reference(boxes: torch.Tensor, labels: torch.Tensor) -> None:
     loc_targets, label_targets = encode(boxes, labels)
     assert loc_targets.shape == (boxes.shape[0], 8732, 4)
     assert loc_targets.dtype == torch.float32
@@ -25,34 +27,34 @@ def _check_against_reference(ref, boxes: torch.Tensor, labels: torch.Tensor) -> 
         assert ref_loc[~pos].abs().max() < 1e-6
 
 
-def test_random_batches_match_reference(ref, generator) -> None:
+def test_random_batches_match_reference(generator) -> None:
     for counts in ([0, 1, 3, 7, 12, 5], [12, 12, 2, 9, 0, 4]):
         boxes, labels = ref.random_ground_truth(generator, n=6, m=12, counts=counts)
-        _check_against_reference(ref, boxes, labels)
+        _check_against_reference(boxes, labels)
 
 
-def test_image_without_boxes_is_all_background(ref, generator) -> None:
+def test_image_without_boxes_is_all_background(generator) -> None:
     boxes, labels = ref.random_ground_truth(generator, n=2, m=4, counts=[0, 0])
     loc_targets, label_targets = encode(boxes, labels)
     assert not label_targets.any()
     assert not loc_targets.any()
 
 
-def test_one_box(ref) -> None:
+def test_one_box() -> None:
     boxes = torch.tensor([[[0.2, 0.3, 0.6, 0.8]]])
     labels = torch.tensor([[7]])
-    _check_against_reference(ref, boxes, labels)
+    _check_against_reference(boxes, labels)
     _, label_targets = encode(boxes, labels)
     # A large box matches several anchors above 0.5, all with its label.
     assert (label_targets == 7).sum() > 1
     assert set(label_targets.unique().tolist()) == {0, 7}
 
 
-def test_boxes_smaller_than_every_anchor(ref) -> None:
+def test_boxes_smaller_than_every_anchor() -> None:
     # 4x4-pixel boxes: IoU with any anchor < 0.5, so only best-anchor forcing makes positives.
     boxes = torch.tensor([[[0.10, 0.10, 0.113, 0.113], [0.70, 0.40, 0.712, 0.41], [0, 0, 0, 0]]])
     labels = torch.tensor([[3, 5, 0]])
-    _check_against_reference(ref, boxes, labels)
+    _check_against_reference(boxes, labels)
     _, label_targets = encode(boxes, labels)
     assert (label_targets == 3).sum() == 1
     assert (label_targets == 5).sum() == 1
@@ -63,12 +65,12 @@ def test_boxes_smaller_than_every_anchor(ref) -> None:
     assert label_targets[0, ious[1].argmax()] == 5
 
 
-def test_overlapping_boxes_compete_for_one_anchor(ref) -> None:
+def test_overlapping_boxes_compete_for_one_anchor() -> None:
     # Two identical tiny boxes share the same best anchor: the later ground truth wins it.
     box = [0.40, 0.40, 0.41, 0.41]
     boxes = torch.tensor([[box, box, [0.5, 0.5, 0.9, 0.9]], [box, [0.40, 0.40, 0.412, 0.411], box]])
     labels = torch.tensor([[11, 22, 33], [44, 55, 66]])
-    _check_against_reference(ref, boxes, labels)
+    _check_against_reference(boxes, labels)
     _, label_targets = encode(boxes, labels)
     assert (label_targets[0] == 11).sum() == 0
     assert (label_targets[0] == 22).sum() == 1
@@ -76,7 +78,7 @@ def test_overlapping_boxes_compete_for_one_anchor(ref) -> None:
     assert (label_targets[1] == 66).sum() == 1
 
 
-def test_padding_position_does_not_matter(ref, generator) -> None:
+def test_padding_position_does_not_matter(generator) -> None:
     boxes, labels = ref.random_ground_truth(generator, n=1, m=6, counts=[6])
     labels[0, 2] = 0  # padding in the middle: same result as the compacted list
     loc_a, lab_a = encode(boxes, labels)
@@ -86,7 +88,7 @@ def test_padding_position_does_not_matter(ref, generator) -> None:
     assert torch.equal(loc_a, loc_b)
 
 
-def test_float32_compute_equals_float64(ref, generator) -> None:
+def test_float32_compute_equals_float64(generator) -> None:
     # The float32 IoU matrix only screens candidates; decisions are taken on float64 re-scored
     # IoUs and the offsets are formed in float64, so both settings return the same tensors.
     boxes, labels = ref.random_ground_truth(generator, n=4, m=8)
@@ -96,7 +98,7 @@ def test_float32_compute_equals_float64(ref, generator) -> None:
     assert torch.equal(loc32, loc64)
 
 
-def test_round_trip_on_positives(ref, generator) -> None:
+def test_round_trip_on_positives(generator) -> None:
     boxes, labels = ref.random_ground_truth(generator, n=4, m=10, counts=[10, 3, 1, 6])
     loc_targets, label_targets = encode(boxes, labels)
     decoded = decode(loc_targets)

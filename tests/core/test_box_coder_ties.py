@@ -13,10 +13,12 @@ import pytest
 import torch
 from ssd_core.box_coder import GT_CANDIDATES, encode, transient_bytes_per_image
 
+from tests.helpers import mlperf_reference as ref
+
 DTYPES = [torch.float32, torch.float64]
 
 
-def _spec_labels(ref, boxes: torch.Tensor, labels: torch.Tensor) -> list[int]:
+def _spec_labels(boxes: torch.Tensor, labels: torch.Tensor) -> list[int]:
     """Spec 2.2 for one image: real boxes float32 [M, 4] ltrb, labels [M] -> label of each anchor."""
     _, dboxes = ref.dboxes300()
     ious = ref.calc_iou(boxes.double(), dboxes).tolist()  # [M][A], reference formula, float64
@@ -35,12 +37,12 @@ def _spec_labels(ref, boxes: torch.Tensor, labels: torch.Tensor) -> list[int]:
     return [int(labels[best_gt[j]]) if best_iou[j] > 0.5 else 0 for j in range(a)]
 
 
-def _check(ref, boxes: torch.Tensor, labels: torch.Tensor) -> None:
+def _check(boxes: torch.Tensor, labels: torch.Tensor) -> None:
     """encode (both dtypes) equals the spec loop's labels and the reference's offsets; same tensors."""
     outs = [encode(boxes, labels, compute_dtype=dtype) for dtype in DTYPES]
     for i in range(boxes.shape[0]):
         real = labels[i] > 0
-        want = _spec_labels(ref, boxes[i][real], labels[i][real])
+        want = _spec_labels(boxes[i][real], labels[i][real])
         ref_loc, ref_labels = ref.encode_image(boxes[i][real], labels[i][real])
         assert ref_labels.tolist() == want  # the two golden computations agree
         pos = ref_labels > 0
@@ -50,18 +52,18 @@ def _check(ref, boxes: torch.Tensor, labels: torch.Tensor) -> None:
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
 
 
-def _naive_float32_best_anchor(ref, boxes: torch.Tensor) -> torch.Tensor:
+def _naive_float32_best_anchor(boxes: torch.Tensor) -> torch.Tensor:
     """Per-box arg-max over anchors of float32 IoUs (what a plain float32 encode would force)."""
     _, dboxes = ref.dboxes300()
     return ref.calc_iou(boxes.float(), dboxes.float()).argmax(dim=1)
 
 
-def _reference_best_anchor(ref, boxes: torch.Tensor) -> torch.Tensor:
+def _reference_best_anchor(boxes: torch.Tensor) -> torch.Tensor:
     _, dboxes = ref.dboxes300()
     return ref.calc_iou(boxes.double(), dboxes).argmax(dim=1)
 
 
-def test_ground_truth_equally_best_for_many_anchors(ref) -> None:
+def test_ground_truth_equally_best_for_many_anchors() -> None:
     # Boxes smaller than every anchor lie inside up to ~25 same-area anchors: all have the same
     # IoU in exact arithmetic; float64 rounding of the anchor areas picks the reference's winner.
     boxes = torch.tensor(
@@ -72,11 +74,11 @@ def test_ground_truth_equally_best_for_many_anchors(ref) -> None:
     )
     labels = torch.tensor([[3, 5], [9, 4]])
     flat = boxes.view(-1, 4)
-    assert (_naive_float32_best_anchor(ref, flat) != _reference_best_anchor(ref, flat)).any()
-    _check(ref, boxes, labels)
+    assert (_naive_float32_best_anchor(flat) != _reference_best_anchor(flat)).any()
+    _check(boxes, labels)
 
 
-def test_box_centred_between_two_anchors(ref) -> None:
+def test_box_centred_between_two_anchors() -> None:
     # A box centred half-way between two horizontally adjacent level-0 anchors (same size):
     # exact-arithmetic tie between the two for the box's best anchor.
     xywh, _ = ref.dboxes300()
@@ -86,10 +88,10 @@ def test_box_centred_between_two_anchors(ref) -> None:
         w, h, cy = xywh[a, 2], xywh[a, 3], xywh[a, 1]
         rows.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
     boxes = torch.tensor(rows).float().view(2, 2, 4)
-    _check(ref, boxes, torch.tensor([[1, 2], [3, 4]]))
+    _check(boxes, torch.tensor([[1, 2], [3, 4]]))
 
 
-def test_two_ground_truths_with_equal_iou_to_anchors(ref) -> None:
+def test_two_ground_truths_with_equal_iou_to_anchors() -> None:
     # Mirror images about x = 0.5 and y = 0.5 (dyadic coordinates, so exactly symmetric): the
     # anchors centred on an axis (the level-5 ones, the middle of odd grids) see two or four
     # boxes with equal IoU in exact arithmetic.
@@ -109,17 +111,17 @@ def test_two_ground_truths_with_equal_iou_to_anchors(ref) -> None:
         ],
     ]
     labels = torch.tensor([[1, 2, 0, 0], [3, 4, 0, 0], [5, 6, 7, 8]])
-    _check(ref, torch.tensor(pairs), labels)
+    _check(torch.tensor(pairs), labels)
 
 
 @pytest.mark.parametrize("copies", [2, GT_CANDIDATES + 2])
-def test_duplicate_ground_truth_boxes(ref, copies: int) -> None:
+def test_duplicate_ground_truth_boxes(copies: int) -> None:
     # Identical boxes with different labels: every anchor takes the first copy, the shared best
     # anchor goes to the last copy (more copies than the float32 screen keeps candidates).
     box = [0.3, 0.2, 0.7, 0.75]
     boxes = torch.tensor([[box] * copies + [[0.05, 0.05, 0.2, 0.3]]])
     labels = torch.arange(1, copies + 2).unsqueeze(0)
-    _check(ref, boxes, labels)
+    _check(boxes, labels)
     for dtype in DTYPES:
         _, lab = encode(boxes, labels, compute_dtype=dtype)
         counts = torch.bincount(lab[0], minlength=copies + 2)
@@ -127,7 +129,7 @@ def test_duplicate_ground_truth_boxes(ref, copies: int) -> None:
         assert not counts[2:copies].any()
 
 
-def test_boxes_on_the_threshold(ref, generator) -> None:
+def test_boxes_on_the_threshold(generator) -> None:
     # Each image has one box: the left or top half of an anchor, so its IoU with that anchor is
     # 0.5 in exact arithmetic and ~0.5 +- 1e-8 after rounding; IoU > 0.5 is decided in float64.
     _, dboxes = ref.dboxes300()
@@ -139,10 +141,10 @@ def test_boxes_on_the_threshold(ref, generator) -> None:
     iou64 = ref.calc_iou(b.double(), dboxes)[torch.arange(48), idx]
     iou32 = ref.calc_iou(b, dboxes.float())[torch.arange(48), idx]
     assert ((iou64 > 0.5) != (iou32 > 0.5)).sum() >= 5  # float32 alone would decide otherwise
-    _check(ref, b.unsqueeze(1), torch.randint(1, 81, (48, 1), generator=generator))
+    _check(b.unsqueeze(1), torch.randint(1, 81, (48, 1), generator=generator))
 
 
-def test_random_batches_float32_equals_float64(ref, generator) -> None:
+def test_random_batches_float32_equals_float64(generator) -> None:
     boxes, labels = ref.random_ground_truth(generator, n=16, m=20)
     a = encode(boxes, labels, compute_dtype=torch.float32)
     b = encode(boxes, labels, compute_dtype=torch.float64)
@@ -150,7 +152,7 @@ def test_random_batches_float32_equals_float64(ref, generator) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_chunked_equals_unchunked(ref, generator, dtype: torch.dtype) -> None:
+def test_chunked_equals_unchunked(generator, dtype: torch.dtype) -> None:
     boxes, labels = ref.random_ground_truth(generator, n=7, m=9)
     whole = encode(boxes, labels, compute_dtype=dtype, max_transient_bytes=None)
     per_image = transient_bytes_per_image(9, dtype)

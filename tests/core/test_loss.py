@@ -9,6 +9,8 @@ import torch
 from ssd_core.box_coder import encode
 from ssd_core.loss import SSDLoss
 
+from tests.helpers import mlperf_reference as ref
+
 
 def per_image_loss(loc, logits, loc_targets, label_targets) -> tuple[float, float, float]:
     """Plain loop version of the reference Loss: returns (total, loc term, conf term) as floats."""
@@ -39,7 +41,7 @@ def per_image_loss(loc, logits, loc_targets, label_targets) -> tuple[float, floa
 
 
 @pytest.fixture
-def batch(ref, generator):
+def batch(generator):
     boxes, labels = ref.random_ground_truth(generator, n=4, m=6, counts=[6, 1, 0, 3])
     loc_targets, label_targets = encode(boxes, labels)
     loc = torch.randn(4, 8732, 4, generator=generator)

@@ -210,3 +210,38 @@ def test_non_finite_boxes_are_dropped(bad: float) -> None:
     expected = default_boxes("ltrb")[0]
     assert torch.allclose(dets.boxes[0, 0], expected, atol=1e-6)
     assert dets.labels[0, 0].item() == 1
+
+
+def test_matrix_nms_equals_torchvision_nms_on_600_random_groups_of_200(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Real evaluation sizes (81 classes x batch >= 2 groups at k = 200): the suppression matrix
+    is built in several chunks of groups, and every group's keep mask equals torchvision's NMS
+    (an independent implementation) run on that group alone."""
+    from ssd_core import postprocess
+    from torchvision.ops import nms
+
+    chunks: list[int] = []
+    build = postprocess._suppression_matrix
+
+    def spy(boxes: torch.Tensor, iou_threshold: float, chunk: int) -> torch.Tensor:
+        chunks.append(chunk)
+        return build(boxes, iou_threshold, chunk)
+
+    monkeypatch.setattr(postprocess, "_suppression_matrix", spy)
+    g, k = 600, 200
+    gen = torch.Generator().manual_seed(24)
+    centre = torch.rand(g, k, 2, generator=gen) * 0.5 + 0.25  # crowded: long suppression chains
+    size = torch.rand(g, k, 2, generator=gen) * 0.25 + 0.02
+    boxes = torch.cat((centre - size / 2, centre + size / 2), dim=-1)
+    valid = torch.rand(g, k, generator=gen) < 0.85
+    keep = matrix_nms(boxes, valid, 0.5)
+    assert len(chunks) == 1 and g > 2 * chunks[0]  # at least three chunks of groups
+    scores = torch.arange(k, 0, -1, dtype=torch.float32)  # rank order = score order
+    for i in range(g):
+        index = valid[i].nonzero().squeeze(1)
+        expected = torch.zeros(k, dtype=torch.bool)
+        expected[index[nms(boxes[i, index], scores[index], 0.5)]] = True
+        assert torch.equal(keep[i], expected), i
+    kept, candidates = int(keep.sum()), int(valid.sum())
+    assert 0.05 * candidates < kept < 0.9 * candidates  # suppression really happened, not all

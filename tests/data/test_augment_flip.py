@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from ssd_data.host import augment
 
-from ._fixtures import write_jpeg
+from tests.helpers.datasets import write_jpeg
 
 BOXES = np.array([[0.2, 0.1, 0.6, 0.7]], np.float32)
 

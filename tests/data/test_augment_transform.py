@@ -11,7 +11,7 @@ from PIL import Image
 from ssd_data.host import augment
 from ssd_data.host.augment import augment_train, resize_eval
 
-from ._fixtures import write_jpeg
+from tests.helpers.datasets import write_jpeg
 
 
 def _white_box_image(path: Path, w: int = 160, h: int = 120) -> np.ndarray:

@@ -13,7 +13,7 @@ from ssd_data.config import DataConfig
 from ssd_data.errors import BadImageError
 from ssd_data.pipeline import build_eval_loader, build_train_loader
 
-from ._fixtures import BAD, damage_images, make_coco
+from tests.helpers.datasets import BAD, damage_images, make_coco
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from ssd_data.cli import main
 
-from ._download_server import FileServer
+from tests.helpers.download_server import FileServer
 
 
 def test_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) -> None:

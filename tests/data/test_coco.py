@@ -13,7 +13,7 @@ from ssd_data.coco import CocoIndex
 from ssd_data.errors import AnnotationError
 from ssd_data.labels import label_map, label_to_category_id
 
-from ._fixtures import write_json
+from tests.helpers.datasets import write_json
 
 CATS = [{"id": 9, "name": "nine"}, {"id": 3, "name": "three"}, {"id": 5, "name": "five"}]
 

@@ -27,7 +27,7 @@ from ssd_data.host.color import jitter_fused, jitter_reference
 from ssd_data.pipeline import build_train_loader
 from ssd_data.samples.jitter import sample_jitter
 
-from ._fixtures import damage_images, make_coco, write_jpeg
+from tests.helpers.datasets import damage_images, make_coco, write_jpeg
 
 
 def _params(rng: np.random.Generator):

@@ -15,7 +15,7 @@ from ssd_data.device.eval import DeviceEvalSampleFn
 from ssd_data.errors import BadImageError
 from ssd_data.pipeline import build_eval_loader
 
-from ._fixtures import damage_images, make_coco, write_jpeg
+from tests.helpers.datasets import damage_images, make_coco, write_jpeg
 
 BIG = 5  # rewritten at 640x620: the CPU path's fast resize decodes it in JPEG draft mode
 

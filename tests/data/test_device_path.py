@@ -20,7 +20,7 @@ from ssd_data.config import DataConfig
 from ssd_data.device.path import resolve_augment_device
 from ssd_data.pipeline import build_train_loader
 
-from ._fixtures import make_coco
+from tests.helpers.datasets import make_coco
 
 NUM_TRAIN = 24  # images 3, 8, 13, 18, 23 greyscale JPEGs, image 4 CMYK
 
@@ -102,7 +102,7 @@ def test_which_path_augment_device_selects() -> None:
     assert DataConfig().augment_device == "auto"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_on_a_gpu_the_batches_match_the_device_code_run_on_the_cpu(root: Path) -> None:
     on_cpu = _take(build_train_loader(_cfg(root, augment_device="cuda"), 0, 1, 7, "cpu"), 3)
     on_gpu = _take(build_train_loader(_cfg(root), 0, 1, 7, "cuda"), 3)  # auto -> device path

@@ -15,7 +15,7 @@ import torch
 from ssd_data import download as dl
 from ssd_data.download import Archive, ChecksumError, DownloadError, LayoutError
 
-from ._download_server import FileServer
+from tests.helpers.download_server import FileServer
 
 
 def _zip(entries: dict[str, bytes]) -> bytes:

@@ -17,7 +17,7 @@ from ssd_data.config import DataConfig
 from ssd_data.pipeline import TrainLoader, build_train_loader
 from ssd_data.sampler import EpochClock
 
-from ._fixtures import make_coco
+from tests.helpers.datasets import make_coco
 
 # NVIDIA v0.7 dgxa100 result log: 1-based epoch -> iteration (0-based) of its epoch_start
 NVIDIA_DGXA100_EPOCH_STARTS = {

@@ -16,7 +16,7 @@ from ssd_data.errors import UnreadableImage
 from ssd_data.host.decode import open_image
 from ssd_data.pipeline import build_eval_loader, build_train_loader
 
-from ._fixtures import claim_jpeg_size, claim_png_size, make_coco
+from tests.helpers.datasets import claim_jpeg_size, claim_png_size, make_coco
 
 BOMB = 60_000
 

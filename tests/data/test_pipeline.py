@@ -19,7 +19,7 @@ from ssd_data.errors import DataError
 from ssd_data.pipeline import TrainLoader, build_eval_loader, build_train_loader
 from ssd_data.sampler import epoch_permutation
 
-from ._fixtures import make_coco
+from tests.helpers.datasets import make_coco
 
 NUM_TRAIN, EMPTY = 26, 2  # 24 annotated training images
 

@@ -12,7 +12,7 @@ import torch
 from ssd_data.config import DataConfig
 from ssd_data.pipeline import build_train_loader, worker_start_method
 
-from ._fixtures import make_coco
+from tests.helpers.datasets import make_coco
 
 
 def test_a_parent_with_cuda_never_forks(caplog: pytest.LogCaptureFixture) -> None:

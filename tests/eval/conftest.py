@@ -1,4 +1,4 @@
-"""Fixtures of tests/eval (helper functions live in the plain module ``ssd_eval_testcase``)."""
+"""Fixtures of tests/eval (helper functions live in ``tests/helpers/coco_reference.py``)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from ssd_eval.groundtruth import load_ground_truth
 from ssd_eval.scoring import CocoScorer
 from ssd_eval.synthetic import make_detections, make_ground_truth
 
-from .ssd_eval_testcase import pycocotools_stats, records_from_rows
+from tests.helpers.coco_reference import pycocotools_stats, records_from_rows
 
 SETS = {
     # name: (ground-truth options, detection options)

@@ -20,7 +20,7 @@ from ssd_eval.groundtruth import load_ground_truth
 from ssd_eval.scoring import CocoScorer
 from ssd_eval.synthetic import make_detections, make_ground_truth
 
-from .ssd_eval_testcase import file_order_labels, tensor_batches
+from tests.helpers.coco_reference import file_order_labels, tensor_batches
 
 
 @pytest.fixture(scope="module")

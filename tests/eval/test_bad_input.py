@@ -16,7 +16,7 @@ from ssd_eval.groundtruth import GroundTruthError, load_ground_truth
 from ssd_eval.scoring import CocoScorer
 from ssd_eval.tensor_detections import TensorDetectionsError
 
-from .ssd_eval_testcase import file_order_labels
+from tests.helpers.coco_reference import file_order_labels
 
 
 def _score_records(gt: dict, records: object) -> list[float]:

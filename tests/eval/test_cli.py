@@ -16,7 +16,7 @@ from ssd_eval.cli import main
 from ssd_eval.summary import format_summary
 from ssd_eval.synthetic import make_detections, make_ground_truth
 
-from .ssd_eval_testcase import records_from_rows
+from tests.helpers.coco_reference import records_from_rows
 
 
 @pytest.fixture(scope="module")

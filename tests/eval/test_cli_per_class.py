@@ -17,7 +17,7 @@ from ssd_eval.per_class_table import format_per_class_table
 from ssd_eval.scoring import CocoScorer
 from ssd_eval.synthetic import make_detections, make_ground_truth
 
-from .ssd_eval_testcase import records_from_rows
+from tests.helpers.coco_reference import records_from_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KEYS = [

@@ -16,10 +16,10 @@ from ssd_eval.config import EvalConfig
 from ssd_eval.evaluator import CocoEvaluator
 from ssd_eval.synthetic import make_detections, make_ground_truth
 
-from . import dist_worker
-from .ssd_eval_testcase import file_order_labels, pycocotools_stats, tensor_batches
+from tests.helpers import eval_dist_worker as dist_worker
+from tests.helpers.coco_reference import file_order_labels, pycocotools_stats, tensor_batches
 
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -38,8 +38,17 @@ def two_rank_reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, li
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     procs = [
         subprocess.Popen(
-            [sys.executable, str(HERE / "dist_worker.py"), str(rank), "2", str(port), str(out)],
+            [
+                sys.executable,
+                "-m",
+                "tests.helpers.eval_dist_worker",
+                str(rank),
+                "2",
+                str(port),
+                str(out),
+            ],
             env=env,
+            cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -9,7 +9,7 @@ from ssd_eval.config import EvalConfig
 from ssd_eval.evaluator import CocoEvaluator, EvaluationError
 from ssd_eval.synthetic import make_detections, make_ground_truth
 
-from .ssd_eval_testcase import file_order_labels, pycocotools_stats, tensor_batches
+from tests.helpers.coco_reference import file_order_labels, pycocotools_stats, tensor_batches
 
 SYNC = EvalConfig(asynchronous=False)
 

@@ -17,7 +17,7 @@ from ssd_eval.per_class import METRIC_NAMES
 from ssd_eval.scoring import CocoScorer
 from ssd_eval.synthetic import make_detections, make_ground_truth
 
-from .ssd_eval_testcase import file_order_labels, records_from_rows, tensor_batches
+from tests.helpers.coco_reference import file_order_labels, records_from_rows, tensor_batches
 
 SETS = {
     # name: (ground-truth options, detection options); COCO's 80 gapped ids unless fewer asked

@@ -13,7 +13,7 @@ import pytest
 from ssd_train.lr_schedule import base_learning_rate
 from ssd_train.settings import Settings, load_settings
 
-from ._helpers import INFRA, REPO, sourced_env
+from tests.helpers.infra import INFRA, REPO, sourced_env
 
 SH_VARS = [
     "DGXSYSTEM",

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ._helpers import INFRA, REPO, load_script
+from tests.helpers.infra import INFRA, REPO, load_script
 
 filt = load_script("docker/filter_requirements.py")
 

@@ -11,8 +11,8 @@ import subprocess
 import zipfile
 from pathlib import Path
 
-from ..data._download_server import FileServer
-from ._helpers import INFRA
+from tests.helpers.download_server import FileServer
+from tests.helpers.infra import INFRA
 
 FILES = {
     "annotations/instances_train2017.json": b'{"images": [], "annotations": [], "categories": []}',

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ._helpers import REPO
+from tests.helpers.infra import REPO
 
 SKIP_DIRS = {".git", ".venv", "node_modules", ".pytest_cache", ".ruff_cache"}
 INSTALL_HINT = (

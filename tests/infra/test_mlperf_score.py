@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ._helpers import load_script
+from tests.helpers.infra import load_script
 
 score_mod = load_script("mlperf_score.py")
 

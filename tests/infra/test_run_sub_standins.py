@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ._helpers import INFRA, REPO, sourced_env
-from ._standins import base_env, install_standins, read_calls
+from tests.helpers.infra import INFRA, REPO, sourced_env
+from tests.helpers.infra_standins import base_env, install_standins, read_calls
 
 RUN_SUB = INFRA / "slurm" / "run.sub"
 CONFIG = INFRA / "configs" / "config_DGXA100_multi_2x8x56.sh"

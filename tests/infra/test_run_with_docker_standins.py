@@ -6,8 +6,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from ._helpers import INFRA
-from ._standins import base_env, install_standins, read_calls
+from tests.helpers.infra import INFRA
+from tests.helpers.infra_standins import base_env, install_standins, read_calls
 
 SCRIPT = INFRA / "docker" / "run_with_docker.sh"
 

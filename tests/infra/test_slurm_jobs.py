@@ -5,7 +5,6 @@ checkpointed, requeued and resumed. CPU only, tiny synthetic data (infra/configs
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -18,7 +17,8 @@ import pytest
 from ssd_data.synthetic.generate import generate_synthetic_coco
 from ssd_train.report.compliance import check_log
 
-from ._helpers import INFRA, REPO, load_script
+from tests.helpers.infra import INFRA, REPO, load_script
+from tests.helpers.logs import read_mllog
 
 pytestmark = pytest.mark.slow
 
@@ -136,14 +136,6 @@ def _wait_state(cluster: dict[str, str], tmp_path: Path, job: str, states: tuple
     )
 
 
-def _mllog(path: Path) -> list[dict]:
-    return [
-        json.loads(line.split(":::MLLOG ", 1)[1])
-        for line in path.read_text().splitlines()
-        if ":::MLLOG " in line
-    ]
-
-
 def test_two_node_job_runs_two_compliant_trials(
     cluster: dict[str, str], dataset: Path, tmp_path: Path
 ) -> None:
@@ -159,7 +151,7 @@ def test_two_node_job_runs_two_compliant_trials(
         log = run_dir / "mlperf.log"
         passed, messages = check_log(log, ruleset="1.0.0", division="open")
         assert passed, f"{log}: " + "\n".join(messages)
-        events = {e["key"]: e for e in _mllog(log)}
+        events = {e["key"]: e for e in read_mllog(log)}
         # two ranks (one per "node", 4 images each) trained together
         assert events["global_batch_size"]["value"] == 8
         assert events["submission_platform"]["value"] == "2xCPU_test"
@@ -201,7 +193,7 @@ def test_usr1_checkpoints_requeues_and_resumes(
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert checkpoints, "no checkpoint written on the stop request"
     assert (run_dir / "requeue").exists()
-    first = _mllog(run_dir / "mlperf.log")
+    first = read_mllog(run_dir / "mlperf.log")
     assert first[-1]["key"] == "run_stop" and first[-1]["metadata"]["status"] == "aborted"
     # not at once: the old allocation's job credential is revoked for the rest of that second,
     # and a batch job launched with it is killed ("Job credential revoked")
@@ -217,7 +209,7 @@ def test_usr1_checkpoints_requeues_and_resumes(
     assert "trial 1: finished in an earlier segment (exit status 0), skipped" in output
     assert "trial 2: resuming from the checkpoints" in output
     # the resumed segment wrote its own log and finished the run
-    resumed = _mllog(run_dir / "mlperf.resume-1.log")
+    resumed = read_mllog(run_dir / "mlperf.resume-1.log")
     assert resumed[-1]["key"] == "run_stop", details
     assert not list(
         (tmp_path / "results" / f"{job}-1").glob("mlperf.resume-*.log")

@@ -29,7 +29,8 @@ from ssd_data.pipeline import build_train_loader
 from ssd_data.synthetic.generate import generate_synthetic_coco
 from ssd_train.__main__ import InputError, check_run_dir, main, unwrap_worker_error
 
-from tests.data._fixtures import make_coco
+from tests.helpers.datasets import make_coco
+from tests.helpers.torch_files import BAD_TORCH_BYTES, object_file_bytes
 
 FAST = ["--compile=false", "--checkpoint.enabled=false", "--logging.progress=lines"]
 
@@ -145,21 +146,84 @@ def test_process_worker_error_reaches_the_user_as_its_own_message(tmp_path: Path
 
 
 # -- weights ------------------------------------------------------------------------------------
+BAD_FILES = {t.__name__: b for t, b in BAD_TORCH_BYTES.items()} | {"empty": b""}
+
+
 @pytest.fixture(scope="module")
 def weights_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("weights")
-    files = {
-        "random": folder / "random.pt",
-        "foreign": folder / "foreign.pt",
-        "not_a_checkpoint": folder / "step-7",
-    }
-    files["random"].write_bytes(os.urandom(4096))
+    files = {name: folder / f"bad-{i}.pt" for i, name in enumerate(BAD_FILES)}
+    for name, data in BAD_FILES.items():
+        files[name].write_bytes(data)
+    files["objects"] = folder / "objects.pt"
+    files["objects"].write_bytes(object_file_bytes())
+    files["foreign"] = folder / "foreign.pt"
     torch.save({"conv.weight": torch.zeros(2)}, files["foreign"])  # a torch file, not ours
+    files["not_a_checkpoint"] = folder / "step-7"
     files["not_a_checkpoint"].mkdir()
     return files
 
 
-@pytest.mark.parametrize("case", ["none", "missing", "random", "foreign", "not_a_checkpoint"])
+@pytest.mark.parametrize("error_type", list(BAD_TORCH_BYTES), ids=lambda t: t.__name__)
+def test_each_byte_pattern_reaches_its_torch_exception(
+    error_type: type[BaseException], weights_files: dict[str, Path]
+) -> None:
+    """The fixed patterns still reach every exception type (else the tests below lose a case)."""
+    with pytest.raises(BaseException) as info:
+        torch.load(weights_files[error_type.__name__], weights_only=True)
+    assert type(info.value) is error_type, repr(info.value)
+
+
+def _without_path(message: str, path: Path) -> str:
+    assert str(path) in message, (path, message)
+    return message.replace(str(path), "<file>")
+
+
+def test_every_unreadable_backbone_file_is_the_same_one_line_message(
+    weights_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    messages = set()
+    for name in BAD_FILES:
+        path = weights_files[name]
+        code = main([f"--run-dir={tmp_path / 'run'}", "--model.backbone-weights", str(path)])
+        err = _clear_error(capsys, code, str(path), "is not a torch state dict of backbone weights")
+        messages.add(_without_path(err, path))
+    assert messages == {
+        "ssd-train: <file> is not a torch state dict of backbone weights: torch cannot read it (a"
+        " damaged file, or another format); pass 'imagenet', none, or the path of a torchvision"
+        " resnet34 state dict"
+    }
+    path = weights_files["objects"]
+    code = main([f"--run-dir={tmp_path / 'run'}", "--model.backbone-weights", str(path)])
+    _clear_error(capsys, code, str(path), "Python objects other than tensors", "pass 'imagenet'")
+    assert not (tmp_path / "run").exists()  # failed before the run folder was made
+
+
+def test_every_unreadable_weights_file_is_the_same_one_line_message(
+    synthetic: Path, weights_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    messages = set()
+    for name in BAD_FILES:
+        path = weights_files[name]
+        code = main(["--mode", "eval", f"--data.root={synthetic}", "--weights", str(path), *FAST])
+        err = _clear_error(capsys, code, str(path), "is not an ssd-mlperf weights file")
+        messages.add(_without_path(err, path))
+    assert len(messages) == 1, messages
+    assert "torch cannot read it" in messages.pop()
+
+
+# (case, expected fragments: the file's name where there is one, and what the message says)
+EVAL_CASES = {
+    "none": ("--mode eval needs --weights", "best.pt"),
+    "missing": ("{missing}", "does not exist", "best.pt"),
+    "UnpicklingError": ("{file}", "torch cannot read it", "best.pt"),
+    "objects": ("{file}", "Python objects other than tensors", "best.pt"),
+    "foreign": ("{file}", "is not an ssd-mlperf weights file (format", "best.pt"),
+    "not_a_checkpoint": ("{file}", "cannot evaluate", "checkpoints/step-N"),
+}
+
+
+@pytest.mark.parametrize("case", list(EVAL_CASES))
 def test_eval_weights_problems_are_one_message(
     case: str,
     synthetic: Path,
@@ -167,27 +231,25 @@ def test_eval_weights_problems_are_one_message(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    missing = tmp_path / "nope.pt"
     args = ["--mode", "eval", f"--data.root={synthetic}", *FAST]
-    name = ""
     if case == "missing":
-        name = str(tmp_path / "nope.pt")
-        args += ["--weights", name]
+        args += ["--weights", str(missing)]
     elif case != "none":
-        name = str(weights_files[case])
-        args += ["--weights", name]
-    err = _clear_error(capsys, main(args), name, "--weights" if case in ("none", "missing") else "")
-    assert "best.pt" in err or "ssd-mlperf weights file" in err or "checkpoint" in err
+        args += ["--weights", str(weights_files[case])]
+    file = str(weights_files.get(case, ""))
+    fragments = [f.format(missing=missing, file=file) for f in EVAL_CASES[case]]
+    assert all(fragments), fragments
+    _clear_error(capsys, main(args), *fragments)
 
 
-def test_backbone_file_problems_are_one_message(
-    weights_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_backbone_file_that_does_not_exist_is_one_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = tmp_path / "run"
-    code = main([f"--run-dir={run}", "--model.backbone-weights", "/nonexistent/r34.pth", *FAST])
+    code = main(
+        [f"--run-dir={tmp_path / 'run'}", "--model.backbone-weights", "/nonexistent/r34.pth", *FAST]
+    )
     _clear_error(capsys, code, "/nonexistent/r34.pth", "does not exist")
-    code = main([f"--run-dir={run}", "--model.backbone-weights", str(weights_files["random"])])
-    _clear_error(capsys, code, str(weights_files["random"]), "not a torch weights file")
-    assert not run.exists()  # failed before the run folder was made
 
 
 def test_missing_imagenet_backbone_of_the_presets_is_one_message(

@@ -192,3 +192,22 @@ def test_async_save_is_a_snapshot_taken_when_save_returns(tmp_path):
     )
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, expected[k]), k
+
+
+@pytest.mark.parametrize("part", ["trainer.pt", "rank-0.pt"])
+def test_damaged_part_of_a_complete_checkpoint_is_one_message(tmp_path, part: str) -> None:
+    """Bytes torch cannot read, of the size COMPLETE lists (so the folder looks whole)."""
+    from tests.helpers.torch_files import BAD_TORCH_BYTES
+
+    model, opt, mgr = _setup(tmp_path)
+    path = _save(mgr, 4, model, opt)
+    target = path / part
+    bad = BAD_TORCH_BYTES[IndexError]
+    target.write_bytes((bad * (target.stat().st_size // len(bad) + 1))[: target.stat().st_size])
+    assert inspect_checkpoint(path).usable
+    with pytest.raises(CheckpointError) as info:
+        mgr.load(path, training_state(model, opt))
+    message = str(info.value)
+    assert message.startswith(f"{target} is not a readable checkpoint file: torch cannot read it")
+    assert "checkpoint.resume=PATH" in message and len(message.splitlines()) == 1
+    mgr.close()

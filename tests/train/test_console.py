@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,8 @@ from ssd_train.report.console import (
 )
 from ssd_train.report.progress import Progress
 from ssd_train.report.reporter import RunReporter
+
+from tests.helpers.cli import cli_env, run_ssd_train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,13 +153,7 @@ def test_reporter_close_writes_results_png_when_final_was_not_called(tmp_path: P
 
 # -- a short real run (the trainer in a subprocess) -------------------------------------------
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSD_")}
-    env["WANDB_MODE"] = "disabled"
-    env["COLUMNS"] = "80"
-    return subprocess.run(
-        [sys.executable, "-m", "ssd_train", *args],
-        capture_output=True, text=True, env=env, timeout=1500, cwd=cwd,
-    )  # fmt: skip
+    return run_ssd_train(*args, env=cli_env(COLUMNS="80"), timeout=1500, cwd=cwd)
 
 
 @pytest.mark.slow

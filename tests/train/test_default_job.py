@@ -10,14 +10,13 @@ for the budget; the slow one runs the default job and counts.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from ssd_data.synthetic.presets import PRESETS
 from ssd_train.settings import load_settings
+
+from tests.helpers.cli import run_ssd_train
 
 MAX_IMAGE_PASSES = 800
 EVAL_IMAGE_WEIGHT = 1 / 3
@@ -83,10 +82,7 @@ def test_default_job_reaches_the_target_within_800_image_passes(tmp_path: Path) 
     run = tmp_path / "run"
     args = ["--run-dir", str(run), "--synthetic.cache-dir", str(tmp_path / "cache"),
             "--seed", str(SEED), "--precision", "fp32"]  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-m", "ssd_train", *args],
-        capture_output=True, text=True, timeout=3500, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-    )  # fmt: skip
+    proc = run_ssd_train(*args, timeout=3500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     passes, evals = image_passes_at_target(run)
     assert passes <= MAX_IMAGE_PASSES, (passes, [(r["epoch"], r["map"]) for r in evals])

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from ssd_train.checkpoint.files import latest_complete, list_checkpoints, step_dir
 
-from . import _jobs as h
+from tests.helpers import jobs as h
 
 SMALL = "150m"
 FREED = "400m"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from . import _jobs as h
+from tests.helpers import jobs as h
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from ssd_train.checkpoint.files import list_checkpoints
 
-from . import _jobs as h
+from tests.helpers import jobs as h
 
 
 def _args(run: Path, cache: Path, *extra: str) -> list[str]:

@@ -18,23 +18,14 @@ from ssd_train.report.mlperf_log import (
     segment_log_path,
 )
 
-NVIDIA_DGXA100 = MLPerfHyperparameters(
-    seed=42,
-    global_batch_size=912,
-    model_bn_span=114,
-    base_learning_rate=0.09,
-    weight_decay=1.3e-4,
-    warmup_steps=650,
-    warmup_factor=0.0,
-    decay_boundary_epochs=[44, 55],
-    max_samples=1,
-)
+from tests.helpers.logs import MLLOG_PREFIX, read_mllog
+from tests.helpers.mlperf import NVIDIA_DGXA100
 
 
 def records(path: Path) -> list[dict]:
-    lines = path.read_text().splitlines()
-    assert all(line.startswith(":::MLLOG ") for line in lines)
-    return [json.loads(line[len(":::MLLOG ") :]) for line in lines]
+    """Every line of ``path`` is an MLLOG record."""
+    assert all(line.startswith(MLLOG_PREFIX) for line in path.read_text().splitlines())
+    return read_mllog(path)
 
 
 def start_run(log: MLPerfLogger, hp: MLPerfHyperparameters = NVIDIA_DGXA100) -> None:

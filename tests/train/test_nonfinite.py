@@ -10,7 +10,7 @@ from ssd_train.resilience.nonfinite import NonFiniteSkipper, TooManyNonFiniteSte
 from torch import nn
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from . import _jobs as h
+from tests.helpers import jobs as h
 
 
 @pytest.mark.slow

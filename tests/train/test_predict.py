@@ -109,33 +109,45 @@ def test_predict_folder_draws_images_and_ssd_eval_accepts_predictions(
     np.testing.assert_allclose(best["bbox"], expected, rtol=1e-4, atol=0.02)
 
 
+@pytest.fixture(scope="module")
+def graded_weights(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``weights`` with the class heads scaled by 1e-3: random SSD300 logits are so large that
+    every score is 1.0; smaller logits give scores spread around 1 / C."""
+    saved = torch.load(weights, weights_only=True)
+    model = {k: v * 1e-3 if k.startswith("conf_heads.") else v for k, v in saved["model"].items()}
+    path = tmp_path_factory.mktemp("graded") / "best.pt"
+    torch.save({**saved, "model": model}, path)
+    return path
+
+
 def test_names_from_the_settings_json_and_threshold_filters(
-    dataset: Path, weights: Path, tmp_path: Path
+    dataset: Path, graded_weights: Path, tmp_path: Path
 ) -> None:
+    weights = graded_weights
     gt = json.loads((dataset / "annotations" / "instances_val2017.json").read_text())
     meta = torch.load(weights, weights_only=True)["metadata"]
     labels = label_map(meta, len(gt["categories"]) + 1)
     assert labels.names[1:] == [c["name"] for c in gt["categories"]]
     assert labels.category_ids[1:] == [c["id"] for c in gt["categories"]]
-    out = tmp_path / "out"
-    rc = main(
-        [
-            "--weights",
-            str(weights),
-            str(dataset / "val2017" / "*2.jpg"),
-            "--out",
-            str(out),
-            "--score-threshold",
-            "0.5",
-            "--no-draw",
-            "--device",
-            "cpu",
-        ]
-    )
-    assert rc == 0
-    records = json.loads((out / "predictions.json").read_text())
-    assert all(r["score"] > 0.5 for r in records)
-    assert not list(out.glob("*.jpg"))
+
+    def predict(threshold: float, out: Path) -> list[dict]:
+        args = ["--weights", str(weights), str(dataset / "val2017" / "*2.jpg"), "--out", str(out),
+                "--score-threshold", str(threshold), "--no-draw", "--device", "cpu"]  # fmt: skip
+        assert main(args) == 0
+        assert not list(out.glob("*.jpg"))
+        return json.loads((out / "predictions.json").read_text())
+
+    everything = predict(0.0, tmp_path / "all")
+    scores = sorted({r["score"] for r in everything})  # as written: rounded
+    middle = len(scores) // 2
+    threshold = (scores[middle - 1] + scores[middle]) / 2  # some detections pass, some do not
+    above = [r for r in everything if r["score"] > threshold]
+    assert 0 < len(above) < len(everything)
+    records = predict(threshold, tmp_path / "above")
+    assert records and all(r["score"] > threshold for r in records)
+    # greedy NMS keeps a box by its higher-scored neighbours only: the same detections above it
+    key = lambda r: (r["image_id"], r["category_id"], r["score"], *r["bbox"])  # noqa: E731
+    assert sorted(map(key, records)) == sorted(map(key, above))
     # Without --gt: image ids from the file stems' numbers (synthetic names are <id>.jpg).
     assert {r["image_id"] for r in records} <= {
         int(Path(im["file_name"]).stem) for im in gt["images"]
@@ -187,7 +199,7 @@ def test_unreadable_image_is_skipped_and_counted(
         ("missing_source", "no such file or folder"),
         ("missing_weights", "no weights file"),
         ("foreign_weights", "not an ssd-mlperf weights file"),
-        ("garbage_weights", "not a readable weights file"),
+        ("garbage_weights", "torch cannot read it"),
         ("all_unreadable", "none of the 1 images could be read"),
         ("export_without_out", "needs --out FILE"),
     ],

@@ -14,7 +14,7 @@ from ssd_data.synthetic import generate_synthetic_coco
 from ssd_train.checkpoint.weights import export_weights
 from ssd_train.predict.cli import main
 
-from ..data._fixtures import claim_jpeg_size
+from tests.helpers.datasets import claim_jpeg_size
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from ssd_train.checkpoint.files import inspect_checkpoint, list_checkpoints
 
-from . import _jobs as h
+from tests.helpers import jobs as h
 
 
 def _start(run: Path, *args: str, nproc: int) -> subprocess.Popen:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from . import _jobs as h
+from tests.helpers import jobs as h
 
 ARGS = ("--steps", "12", "--every", "3", "--asynchronous")
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from ssd_train.checkpoint.files import list_checkpoints
 
-from . import _jobs as h
+from tests.helpers import jobs as h
+from tests.helpers.logs import events, read_mllog
 
 
 def _args(run: Path, cache: Path, max_steps: int) -> list[str]:
@@ -90,10 +91,8 @@ def _wait_for_step(job: _Launch, run: Path, step: int, timeout: float = 240) -> 
 
 
 def _run_stop_status(log: Path) -> str | None:
-    for line in reversed(log.read_text().splitlines()):
-        if '"key": "run_stop"' in line:
-            return json.loads(line.split(":::MLLOG ", 1)[1])["metadata"]["status"]
-    return None
+    stops = events(read_mllog(log), "run_stop")
+    return stops[-1]["metadata"]["status"] if stops else None
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 from ssd_train.resilience.config import WatchdogConfig
 from ssd_train.resilience.watchdog import StepWatchdog
 
-from . import _jobs as h
+from tests.helpers import jobs as h
 
 
 def _stuck_in_a_very_recognisable_place(seconds: float) -> None:

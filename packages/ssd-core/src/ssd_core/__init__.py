@@ -2,7 +2,7 @@
 
 Pure tensor code (no I/O beyond reading backbone weights, no torch.distributed). Modules:
 ``anchors``, ``preprocess``, ``backbone``, ``model``, ``box_coder``, ``loss``, ``postprocess``,
-``config``, ``build``. The public names below are importable from the package itself
+``config``, ``build``, ``torch_file``. The public names below are importable from the package itself
 (``from ssd_core import SSD300``); they load lazily, so importing ``ssd_core.config`` alone stays
 cheap.
 """
@@ -21,12 +21,14 @@ _EXPORTS = {
     "SSD300": "ssd_core.model",
     "SSDLoss": "ssd_core.loss",
     "SSDLossOutput": "ssd_core.loss",
+    "TorchFileError": "ssd_core.torch_file",
     "build_detector": "ssd_core.build",
     "decode": "ssd_core.box_coder",
     "default_boxes": "ssd_core.anchors",
     "encode": "ssd_core.box_coder",
     "encode_compute_dtype": "ssd_core.build",
     "forward_normalized": "ssd_core.preprocess",
+    "load_tensor_file": "ssd_core.torch_file",
     "normalize_images": "ssd_core.preprocess",
 }
 

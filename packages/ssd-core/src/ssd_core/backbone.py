@@ -14,6 +14,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from ssd_core.torch_file import load_tensor_file
+
 BACKBONE_URL = "https://download.pytorch.org/models/resnet34-b627a593.pth"
 """torchvision ResNet34_Weights.IMAGENET1K_V1, the file ``ssd-data download --backbone`` fetches."""
 
@@ -99,12 +101,11 @@ def load_backbone_state(path: str | Path) -> dict[str, Tensor]:
             f"backbone weights file {path} does not exist (backbone_weights must be 'imagenet', "
             "none, or the path of a torchvision resnet34 state dict)"
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for non-checkpoint files
-        raise ValueError(
-            f"cannot read backbone weights {path} as a torch state dict: {exc}"
-        ) from exc
+    state = load_tensor_file(
+        path,
+        what="a torch state dict of backbone weights",
+        instead="'imagenet', none, or the path of a torchvision resnet34 state dict",
+    )
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(
             f"backbone weights {path} must hold a flat state dict of tensors (torchvision resnet34 "

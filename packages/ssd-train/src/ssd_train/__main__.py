@@ -76,7 +76,7 @@ def unwrap_worker_error(message: str) -> str:
             message = message[lines[-1].end() :]
     if not _TORCH_HINT.search(message):
         return message.strip()
-    from ssd_train.score_weights import torch_load_problem
+    from ssd_core.torch_file import torch_load_problem
 
     return _TORCH_HINT.sub(torch_load_problem(message), message).strip()
 

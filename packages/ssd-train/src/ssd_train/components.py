@@ -7,11 +7,12 @@ times exactly the step that training runs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
-from ssd_core import COCO_NUM_CLASSES, build_detector, encode_compute_dtype
+from ssd_core import COCO_NUM_CLASSES, Detector, ModelConfig, build_detector, encode_compute_dtype
 from torch import Tensor, nn
 
 from ssd_train.distributed import DistributedContext, wrap_model
@@ -103,9 +104,22 @@ def compile_enabled(setting: bool | None, device: torch.device) -> bool:
     return device.type == "cuda" if setting is None else setting
 
 
-def build_components(settings: Settings, ctx: DistributedContext) -> Components:
-    """Model on the device (channels_last), wrapped for DDP/FSDP2, SGD, and the train step."""
-    detector = build_detector(settings.model)
+DetectorFactory = Callable[[ModelConfig], Detector]
+"""Builds the network, loss and post-processing from the model settings (``build_detector``)."""
+
+
+def build_components(
+    settings: Settings, ctx: DistributedContext, *, detector_factory: DetectorFactory | None = None
+) -> Components:
+    """Model on the device (channels_last), wrapped for DDP/FSDP2, SGD, and the train step.
+
+    ``detector_factory``: what builds the network, loss and post-processing from
+    ``settings.model``; None = :func:`ssd_core.build_detector` (SSD300-ResNet34). Another network
+    with SSD300's interface (uint8-normalised images float [N, 3, 300, 300] -> ``(loc [N, 8732,
+    4], logits [N, 8732, C])``) trains, evaluates and checkpoints through the same code, e.g. a
+    small stand-in that makes a run of the whole loop take seconds.
+    """
+    detector = (detector_factory or build_detector)(settings.model)
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     model = detector.model.to(device=ctx.device, memory_format=memory_format)
     model.train()

@@ -15,7 +15,7 @@ from ssd_core import COCO_NUM_CLASSES, build_detector
 from ssd_eval import EvalResult, format_per_class_table, format_summary
 from torch import nn
 
-from ssd_train.checkpoint.weights import ExportError
+from ssd_train.checkpoint.weights import INSTEAD, ExportError
 from ssd_train.components import autocast_dtype_for
 from ssd_train.dataset import DatasetClassesError
 from ssd_train.distributed import destroy, init_distributed
@@ -27,10 +27,7 @@ class WeightsError(ValueError):
     """``--weights`` is missing or not something ``--mode eval`` can load; the message says what to pass."""
 
 
-_WHAT = (
-    "pass an exported weights file (best.pt / last.pt of a run folder) or a checkpoint folder"
-    " (<run dir>/checkpoints/step-N)"
-)
+_WHAT = f"pass {INSTEAD}"
 
 
 def check_weights_arg(weights: Path | None) -> Path:
@@ -47,29 +44,14 @@ def check_weights_arg(weights: Path | None) -> Path:
     return path
 
 
-def torch_load_problem(message: str) -> str:
-    """What a failed ``torch.load(weights_only=True)`` means for the user, in place of torch's
-    text (which suggests ``weights_only=False``: loading code from a file we cannot trust)."""
-    if "Unsupported global" in message:
-        return (
-            "the file holds Python objects other than tensors and numbers, which are not loaded"
-            " (for safety)"
-        )
-    return "the file is not a torch weights file (damaged, or another format)"
-
-
 def _read_exported(weights: Path):  # type: ignore[no-untyped-def]
-    """``read_exported`` with a message free of torch's internals (no ``weights_only`` hint)."""
+    """``read_exported`` with its one-line message (``ssd_core.torch_file``) as a WeightsError."""
     from ssd_train.checkpoint.weights import read_exported
 
     try:
         return read_exported(weights)
     except ExportError as error:
-        cause = error.__cause__
-        if cause is None:
-            raise WeightsError(f"{error}") from None
-        why = torch_load_problem(str(cause))
-        raise WeightsError(f"--weights {weights} cannot be read: {why}; {_WHAT}") from None
+        raise WeightsError(f"--weights {error}") from None
 
 
 def load_weights_into(model: nn.Module, weights: Path) -> str:

@@ -28,9 +28,10 @@ from ssd_train.checkpoint.manager import (
     training_state,
 )
 from ssd_train.checkpoint.weights import WeightsExporter
-from ssd_train.components import build_components, cpu_has_fast_bf16
+from ssd_train.components import DetectorFactory, build_components, cpu_has_fast_bf16
 from ssd_train.distributed import (
     average_bn_statistics,
+    destroy,
     init_distributed,
     seed_everything,
     set_collective_timeout,
@@ -57,9 +58,16 @@ class Trainer:
         settings: resolved settings with the dataset and ``model.num_classes`` known
             (``ssd_train.dataset.prepare_dataset``).
         synthetic_data: the dataset is ssd_data's synthetic one (logs the open division).
+        detector_factory: network, loss and post-processing (None = SSD300; see build_components).
     """
 
-    def __init__(self, settings: Settings, *, synthetic_data: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        synthetic_data: bool = False,
+        detector_factory: DetectorFactory | None = None,
+    ) -> None:
         s = self.settings = settings
         ctx = self.ctx = init_distributed(s.distributed, s.device)
         if s.num_threads:
@@ -77,7 +85,7 @@ class Trainer:
             settings=s.model_dump(mode="json"),
         )
 
-        c = self.components = build_components(s, ctx)
+        c = self.components = build_components(s, ctx, detector_factory=detector_factory)
         self.reporter.device_line(ctx.device, s.precision, c.autocast_dtype, cpu_has_fast_bf16())
         self.model, self.optimizer = c.model, c.optimizer
         res = s.resilience
@@ -89,11 +97,8 @@ class Trainer:
         )
         self.stop_request = StopRequest(self.run_dir, res.preemption, device=ctx.device).install()
         self.stop_request.clear_stale_marker()
-        self.watchdog: StepWatchdog | None = (
-            StepWatchdog(self.run_dir, ctx.rank, res.watchdog).start()
-            if res.watchdog.enabled
-            else None
-        )
+        wd = res.watchdog
+        self.watchdog = StepWatchdog(self.run_dir, ctx.rank, wd).start() if wd.enabled else None
         self.exporter = WeightsExporter(self.run_dir, s.model_dump(mode="json"), ctx.rank)
         self.nonfinite = NonFiniteGuard(self.optimizer, res.nonfinite, ctx.device)
         injector = FaultInjector(res.faults, self.run_dir, ctx.rank, lambda: self.step)
@@ -194,9 +199,8 @@ class Trainer:
             exporter=self.exporter,
             class_names=self._class_names,
         )
-        self.mllog.dataset_sizes(
-            train_samples=self.train_loader.num_samples, eval_samples=evaluation.num_samples
-        )
+        train_samples = self.train_loader.num_samples
+        self.mllog.dataset_sizes(train_samples=train_samples, eval_samples=evaluation.num_samples)
         sch = s.schedule
         self.schedule = LRSchedule(
             self.base_lr,
@@ -377,8 +381,6 @@ class Trainer:
 
     def close(self) -> None:
         """Release loaders, scorer process, logs, and the process group. Safe to call twice."""
-        from ssd_train.distributed import destroy
-
         if self.evaluations is not None:
             self.evaluations.close()
             self.evaluations = None

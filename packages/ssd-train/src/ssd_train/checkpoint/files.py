@@ -30,12 +30,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ssd_core.torch_file import TorchFileError, load_tensor_file
 
 from ssd_train.resilience.environment import write_failure
 
 CHECKPOINTS_DIR = "checkpoints"
 MARKER = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written or resumed from; the message says why and what to do."""
+
+
+def read_part(path: Path) -> Any:
+    """A checkpoint's ``rank-K.pt`` / ``trainer.pt`` (weights_only); damaged: CheckpointError."""
+    try:
+        return load_tensor_file(
+            path,
+            what="a readable checkpoint file",
+            instead="another checkpoint with checkpoint.resume=PATH (or remove the damaged folder)",
+        )
+    except TorchFileError as error:
+        raise CheckpointError(str(error)) from None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from torch import nn
 
 from ssd_train.checkpoint.config import CheckpointConfig
 from ssd_train.checkpoint.files import (
+    CheckpointError,
     CheckpointInfo,
     atomic_torch_save,
     atomic_write_bytes,
@@ -49,6 +50,7 @@ from ssd_train.checkpoint.files import (
     latest_complete,
     list_checkpoints,
     prune,
+    read_part,
     step_dir,
     write_marker,
 )
@@ -80,10 +82,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be written or resumed from; the message says why and what to do."""
 
 
 class ResumeMismatchError(CheckpointError):
@@ -209,12 +207,12 @@ class CheckpointManager:
         dcp_state = {k: template[k] for k in DCP_KEYS}
         silence_single_process_warning()
         dcp.load(dcp_state, checkpoint_id=str(path), process_group=self.group, no_dist=_no_dist())
-        mine = torch.load(path / f"rank-{self.rank}.pt", map_location="cpu", weights_only=True)
+        mine = read_part(path / f"rank-{self.rank}.pt")
         if mine.get("rank") != self.rank:
             raise CheckpointError(
                 f"{path / f'rank-{self.rank}.pt'} belongs to rank {mine.get('rank')}"
             )
-        shared = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
+        shared = read_part(path / "trainer.pt")
         self.last_saved = path
         marker = info.marker or {}
         log.info("resumed from %s (step %d)", path, info.step)

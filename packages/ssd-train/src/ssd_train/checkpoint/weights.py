@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from ssd_core import COCO_NUM_CLASSES
+from ssd_core.torch_file import TorchFileError, load_tensor_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -35,6 +36,13 @@ from ssd_train.resilience.environment import write_failure
 
 FORMAT = "ssd-mlperf-weights/1"
 _PREFIXES = ("module.", "_orig_mod.")
+
+
+WHAT = "an ssd-mlperf weights file"
+INSTEAD = (
+    "an exported weights file (best.pt / last.pt of a run folder) or a checkpoint folder"
+    " (<run dir>/checkpoints/step-N)"
+)
 
 
 class ExportError(ValueError):
@@ -114,14 +122,11 @@ def read_exported(path: Path | str, map_location: str | torch.device = "cpu") ->
     if not path.is_file():
         raise ExportError(f"no weights file at {path}")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises several types for foreign / truncated files
-        raise ExportError(f"{path} is not a readable weights file ({type(e).__name__}: {e})") from e
+        obj = load_tensor_file(path, what=WHAT, instead=INSTEAD, map_location=map_location)
+    except TorchFileError as e:
+        raise ExportError(str(e)) from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise ExportError(
-            f"{path} is not an ssd-mlperf weights file (expected format {FORMAT!r}); "
-            "for a training checkpoint folder use checkpoints/step-N"
-        )
+        raise ExportError(f"{path} is not {WHAT} (format {FORMAT!r}); pass {INSTEAD}")
     return ExportedWeights(obj["model"], obj["metadata"])
 
 

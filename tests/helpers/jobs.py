@@ -1,4 +1,4 @@
-"""Launching and checking the resilience jobs: the harness (``_harness.py``) or the real trainer
+"""Launching and checking jobs: the resilience harness (``harness.py``) or the real trainer
 under torchrun, killing whole process trees, and comparing a resumed run with the reference."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-HARNESS = Path(__file__).resolve().with_name("_harness.py")
+HARNESS = Path(__file__).resolve().with_name("harness.py")
 
 
 def harness_command(
@@ -81,13 +81,17 @@ def kill_leftovers() -> None:
 
 
 def run_job(
-    cmd: list[str], env: dict[str, str] | None = None, timeout: float = 240
+    cmd: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 240,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess:
     """``subprocess.run(capture_output=True, text=True)`` that kills the whole job on a timeout."""
     proc = track(
         subprocess.Popen(
             cmd,
             env=env,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -1,8 +1,8 @@
-"""Worker process for test_distributed.py: one gloo rank running several evaluation scenarios.
+"""Worker process for tests/eval/test_distributed.py: one gloo rank running several evaluation
+scenarios.
 
-Usage: python dist_worker.py RANK WORLD PORT OUT_DIR. Writes OUT_DIR/rank<RANK>.json.
-Not a test module (run as a script by the test; as a script it imports its sibling
-``ssd_eval_testcase`` from its own folder, the first entry of ``sys.path``).
+Usage: python -m tests.helpers.eval_dist_worker RANK WORLD PORT OUT_DIR (from the repository
+root). Writes OUT_DIR/rank<RANK>.json.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def main() -> None:
     from ssd_eval.config import EvalConfig
     from ssd_eval.evaluator import CocoEvaluator, EvaluationError
     from ssd_eval.synthetic import make_detections
-    from ssd_eval_testcase import file_order_labels, tensor_batches
+
+    from tests.helpers.coco_reference import file_order_labels, tensor_batches
 
     torch.set_num_threads(1)
     rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])

@@ -82,28 +82,13 @@ def make_coco(
                     "iscrowd": 0,
                 }
             )
-        if i == 0:
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": 2,
-                    "bbox": [1.0, 1.0, 20.0, 20.0],
-                    "area": 400.0,
-                    "iscrowd": 1,
-                }
-            )
-        if i == 1:
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": 40,
-                    "bbox": [5.0, 5.0, 0.0, 10.0],
-                    "area": 0.0,
-                    "iscrowd": 0,
-                }
-            )
+        # image 0: a crowd annotation; image 1: a degenerate (zero-width) box
+        special = {0: (2, [1.0, 1.0, 20.0, 20.0], 400.0, 1), 1: (40, [5.0, 5.0, 0.0, 10.0], 0.0, 0)}
+        if i in special:
+            category, bbox, area, crowd = special[i]
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                "category_id": category, "bbox": bbox, "area": area,
+                                "iscrowd": crowd})  # fmt: skip
     ann_path = root / "annotations" / f"instances_{split}.json"
     write_json(ann_path, {"images": images, "annotations": annotations, "categories": CATEGORIES})
     return image_dir, ann_path

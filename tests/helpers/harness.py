@@ -1,7 +1,7 @@
 """A tiny training loop wired like the trainer, run as a script by the resilience tests.
 
-Run as a script by the resilience tests (``tests/train/_jobs.py`` builds the command lines):
-``python tests/train/_harness.py RUN_DIR ...`` or under ``torchrun``. It trains a small conv net with BatchNorm and dropout (so per-rank RNG
+Run as a script by the resilience tests (``tests/helpers/jobs.py`` builds the command lines):
+``python tests/helpers/harness.py RUN_DIR ...`` or under ``torchrun``. It trains a small conv net with BatchNorm and dropout (so per-rank RNG
 matters) on fixed random data through DDP/gloo, using the real ``CheckpointManager``,
 ``StopRequest``, ``StepWatchdog`` and ``FaultInjector``. Each rank appends
 ``{"step": n, "loss": float.hex}`` lines to ``losses-rank<k>.jsonl`` and, at the end, rank 0 writes

@@ -1,4 +1,4 @@
-"""Test helpers shared by the ssd_eval tests and their subprocess workers (not a test module).
+"""COCO scoring references shared by the tests and their subprocess workers.
 
 Everything here is written independently of ssd_eval's conversion code: the pycocotools
 reference, rows -> COCO results, and detections -> padded tensor batches (plus the COCO records
