@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 from ssd_core import SSD300
-from ssd_data.synthetic import generate_synthetic_coco
+from ssd_data import generate_synthetic_coco
 from ssd_eval.evaluator import CocoEvaluator
 from ssd_train.__main__ import main
 from ssd_train.checkpoint.weights import export_weights

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from ssd_core.model import SSD300
-from ssd_data.synthetic import generate_synthetic_coco
+from ssd_data import generate_synthetic_coco
 from ssd_train.checkpoint.weights import export_weights
 from ssd_train.predict.cli import main
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ssd_data.synthetic import generate_synthetic_coco
+from ssd_data import generate_synthetic_coco
 from ssd_train.report.compliance import check_log
 
 from tests.helpers.logs import epoch_nums, events, read_metrics
