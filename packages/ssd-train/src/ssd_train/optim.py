@@ -26,16 +26,14 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, objec
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.SGD:
-    """SGD(momentum, weight decay); fused kernels on CUDA, foreach elsewhere.
+    """SGD(momentum, weight decay) with the fused kernel (CUDA and CPU alike: the same path).
 
     Each param group's ``lr`` is its own float32 0-d tensor on ``device``, 0 until the schedule
     fills it in place (``LRSchedule.apply``): a compiled optimiser step reads it as a graph input,
-    so a new LR value never recompiles and never syncs with the host (SGD accepts a tensor LR with
-    ``fused=True`` on CUDA and with ``foreach=True`` on CPU, torch >= 2.9).
+    so a new LR value never recompiles, and the fused kernel reads it on the device, so an eager
+    step never syncs with the host (the ``foreach`` path turns a tensor LR into a Python number
+    with ``.item()`` on every step, torch 2.9 to 2.15).
     """
-    kwargs: dict[str, object] = {"foreach": True}
-    if device.type == "cuda":
-        kwargs = {"fused": True}
     groups = parameter_groups(model, cfg)
     for group in groups:
         group["lr"] = torch.zeros((), dtype=torch.float32, device=device)
@@ -44,7 +42,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) ->
         lr=torch.zeros((), dtype=torch.float32, device=device),
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
-        **kwargs,
+        fused=True,
     )
 
 
