@@ -4,8 +4,8 @@ Thin by design: resolve the settings, check the inputs that can be checked befor
 built (run folder, backbone weights), then run the chosen mode (train, benchmark, eval) and close
 everything in ``finally``. Exit codes: 0 done (also a run that ended without reaching its target, or
 stopped on request), 2 bad settings or bad input (dataset, annotations, images, weights, a
-checkpoint that does not fit, a run folder that cannot be written: printed as one message, no
-traceback), 3 non-finite loss, 1 another error.
+checkpoint that does not fit, a run folder that cannot be written, a benchmark that asked for
+CUDA graphs and ran without them: printed as one message, no traceback), 3 non-finite loss, 1 another error.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from ssd_data import DataError
     from ssd_eval import GroundTruthError, LabelMapError
 
+    from ssd_train.benchmark import CudaGraphsSkippedError
     from ssd_train.checkpoint.manager import CheckpointError
     from ssd_train.checkpoint.weights import ExportError
     from ssd_train.default_job import DatasetClassesError
@@ -38,6 +39,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
         GroundTruthError,
         LabelMapError,
         CheckpointError,
+        CudaGraphsSkippedError,
         DatasetClassesError,
         ExportError,
         WeightsError,

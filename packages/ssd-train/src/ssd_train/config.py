@@ -155,7 +155,8 @@ class BenchmarkConfig(_Section):
         alias="json",
         description="Also write the result as JSON to this file (--benchmark.json FILE): img_per_s, step_ms,"
         " graph_breaks, graphs, recompiles, peak_memory_bytes, peak_memory_kind, device, precision,"
-        " compile_mode, batch_size, world_size.",
+        " compile_mode, batch_size, world_size, ops_per_step, syncs_per_step, sync_ops,"
+        " cudagraph_skips.",
     )
 
 
