@@ -210,3 +210,49 @@ def test_non_finite_boxes_are_dropped(bad: float) -> None:
     expected = default_boxes("ltrb")[0]
     assert torch.allclose(dets.boxes[0, 0], expected, atol=1e-6)
     assert dets.labels[0, 0].item() == 1
+
+
+def _random_outputs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSD outputs for ``n`` images and COCO's 81 classes, with many candidates above 0.05."""
+    g = torch.Generator().manual_seed(seed)
+    return 0.5 * torch.randn(n, 8732, 4, generator=g), 3 * torch.randn(n, 8732, 81, generator=g)
+
+
+def test_ops_per_batch_do_not_grow_with_the_batch_and_one_sync() -> None:
+    """Evaluation post-processing at batch 8 and 32 (COCO's 81 classes): the aten operations of a
+    batch stay within 15 % (each kernel covers the whole batch) and at most one host sync, the
+    matrix NMS convergence check."""
+    from ssd_data.device.op_count import ops_of
+
+    post = PostProcessor()
+    counts = {n: ops_of(lambda n=n: post(*_random_outputs(n, n))) for n in (8, 32)}
+    assert counts[32].ops <= 1.15 * counts[8].ops, (counts[8].ops, counts[32].ops)
+    for n, count in counts.items():
+        assert count.syncs <= 1, (n, count.sync_names())
+
+
+def test_matrix_nms_in_chunks_and_with_any_check_interval_equals_greedy(generator) -> None:
+    """Chunking the suppression matrix (a tiny workspace: one group per chunk, or a few) and the
+    convergence check interval change nothing: the same keep mask as the rank-by-rank loop."""
+    g, k = 12, 30
+    centre = torch.rand(g, k, 2, generator=generator)
+    size = 0.05 + 0.3 * torch.rand(g, k, 2, generator=generator)
+    boxes = torch.cat((centre - size / 2, centre + size / 2), dim=-1)
+    valid = torch.rand(g, k, generator=generator) > 0.2
+    expected = greedy_nms(boxes, valid, 0.5)
+    assert 0 < int(expected.sum()) < int(valid.sum())  # some boxes suppressed, some kept
+    pair_bytes = k * k * 4 * 3
+    for workspace in (1, 5 * pair_bytes, 2**31):  # 12 chunks, 3 chunks, one
+        for check_every in (1, 2, 4, 8, k):
+            keep = matrix_nms(boxes, valid, 0.5, check_every=check_every, workspace_bytes=workspace)
+            assert torch.equal(keep, expected), (workspace, check_every)
+
+
+def test_default_backend_equals_the_greedy_loop_on_81_classes() -> None:
+    """The whole post-processing with the default (matrix) backend gives bit for bit the tensors
+    of the rank-by-rank greedy backend on a COCO-sized batch."""
+    loc, logits = _random_outputs(2, 7)
+    matrix = PostProcessor()(loc, logits)
+    greedy = PostProcessor(nms_backend="greedy")(loc, logits)
+    for name, a, b in zip(Detections._fields, matrix, greedy, strict=True):
+        assert torch.equal(a, b), name
