@@ -20,6 +20,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from ssd_data.device.op_count import OpCount, ops_of
@@ -134,6 +135,31 @@ def count_step(step: TrainStep, micro_batches: Sequence[MicroBatch]) -> OpCount:
         return ops_of(lambda: step(micro_batches))
 
 
+def profile_steps(
+    step: TrainStep,
+    micro_batches: Sequence[MicroBatch],
+    steps: int,
+    path: Path,
+    device: torch.device,
+    write: bool,
+) -> None:
+    """Run ``steps`` untimed steps under ``torch.profiler`` (CPU, and CUDA on a GPU) and, when
+    ``write``, save the Chrome/Perfetto trace to ``path`` (gzip-compressed for a ``.gz`` name):
+    where a step's time goes, kernel by kernel."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step(micro_batches)
+        _synchronize(device)
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(path))
+
+
 def peak_memory(device: torch.device) -> tuple[int, str]:
     """Peak memory in bytes and what it measures: the CUDA caching allocator's peak allocation on
     CUDA (``torch.cuda.max_memory_allocated``), else this process's peak resident set size
@@ -157,7 +183,8 @@ def run_benchmark(settings: Settings) -> BenchmarkResult:
     first iteration, the gradients become views of the new buckets, and Dynamo's aliasing guard on
     them fails once (training's ``TrainStep.warm_up`` runs both steps before ``run_start``).
     The SGD momentum buffers are created first, as ``TrainStep.warm_up`` does in training.
-    Then one untimed step is counted (:func:`count_step`) and Inductor's CUDA-graph skips read.
+    Then ``benchmark.trace_steps`` untimed steps are profiled when ``benchmark.trace`` is set
+    (:func:`profile_steps`), one untimed step is counted (:func:`count_step`) and Inductor's CUDA-graph skips read.
     Writes ``benchmark.json`` (rank 0) when set.
 
     Raises:
@@ -217,6 +244,8 @@ def run_benchmark(settings: Settings) -> BenchmarkResult:
         graphs, breaks = compile_counts()
         memory, memory_kind = peak_memory(ctx.device)
         skips = cudagraph_skips()
+        if b.trace_path is not None:
+            profile_steps(c.train_step, micro, b.trace_steps, b.trace_path, ctx.device, ctx.is_main)
         counted = count_step(c.train_step, micro)
         result = BenchmarkResult(
             images_per_second=global_batch * b.timed_steps / seconds,

@@ -158,6 +158,13 @@ class BenchmarkConfig(_Section):
         " compile_mode, batch_size, world_size, ops_per_step, syncs_per_step, sync_ops,"
         " cudagraph_skips.",
     )
+    trace_path: Path | None = Field(
+        None,
+        alias="trace",
+        description="Also profile untimed steps after the timed ones with torch.profiler and write"
+        " a Chrome/Perfetto trace to this file (--benchmark.trace FILE; a .gz name compresses it).",
+    )
+    trace_steps: int = Field(10, ge=1, description="Steps in the --benchmark.trace profile.")
 
 
 class SyntheticConfig(_Section):
