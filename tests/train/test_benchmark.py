@@ -72,8 +72,12 @@ def test_synthetic_batch_follows_the_training_batch_format() -> None:
 def test_benchmark_json_has_the_documented_record(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "bench.json"
     args = [*TINY, "--mode", "benchmark", "--benchmark.warmup-steps", "1",
-            "--benchmark.timed-steps", "2", "--benchmark.json", str(out), "--compile", "false"]  # fmt: skip
+            "--benchmark.timed-steps", "2", "--benchmark.json", str(out), "--compile", "false",
+            "--benchmark.trace", str(tmp_path / "trace.json"), "--benchmark.trace-steps", "1"]  # fmt: skip
     assert main(args) == 0
+    trace = json.loads((tmp_path / "trace.json").read_text())  # Chrome/Perfetto trace format
+    names = {e.get("name", "") for e in trace["traceEvents"]}
+    assert "aten::convolution" in names and "aten::_fused_sgd_" in names  # the model and the update
     r = json.loads(out.read_text())
     assert set(r) >= {"img_per_s", "step_ms", "graph_breaks", "graphs", "recompiles",
                       "peak_memory_bytes", "peak_memory_kind", "device", "precision",

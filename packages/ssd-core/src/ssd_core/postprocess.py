@@ -8,7 +8,8 @@ greedy result:
 
 - ``"matrix"`` (default, :func:`matrix_nms`): the [k, k] IoU matrix of every block at once, then
   greedy NMS solved as a fixed point (a handful of whole-batch steps; the one host sync of a batch
-  is its convergence check, one more per further 4 steps for suppression chains of 4 or more);
+  is its convergence check after 8 steps, one more per further 8 steps for suppression chains of
+  8 or more);
 - ``"greedy"`` (:func:`greedy_nms`): one step per candidate rank (k steps of ~15 small kernels),
   no host sync at all;
 - ``"torchvision_single"`` (:func:`torchvision_single_nms`): one ``torchvision.ops.nms`` call over
@@ -146,7 +147,7 @@ def matrix_nms(
     boxes: Tensor,
     valid: Tensor,
     iou_threshold: float,
-    check_every: int = 4,
+    check_every: int = 8,
     workspace_bytes: int = NMS_WORKSPACE_BYTES,
 ) -> Tensor:
     """Greedy NMS (same contract and result as :func:`greedy_nms`) without a loop over the ranks.
@@ -163,7 +164,9 @@ def matrix_nms(
         boxes: float [G, K, 4] ltrb, sorted by score within each group.
         valid: bool [G, K], candidates taking part.
         iou_threshold: suppression threshold (IoU >= it suppresses).
-        check_every: steps between convergence checks (>= 1).
+        check_every: steps between convergence checks (>= 1). 8: random outputs and the
+            trained-like ones of ``bench/nms_speed.py`` (up to 4 objects per image, batch 8 and
+            32) converge within it, so a batch makes one sync (4 would make two).
         workspace_bytes: bound on the float temporaries of the suppression matrix
             (:data:`NMS_WORKSPACE_BYTES`).
 
