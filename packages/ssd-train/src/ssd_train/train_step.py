@@ -15,9 +15,9 @@ Compilation (``compile=True``, ``compile_mode`` = torch.compile's mode) covers t
    A ``.backward()`` call itself cannot sit inside a Dynamo graph (it is where the compiled
    backward is launched), so forward and update are separate regions; with k micro-batches the
    forward+backward region runs k times, then the update once.
-2. **the update**: gradient clipping (``clip_grad_norm_``, foreach), ``optimizer.step()`` (SGD;
-   ``fused`` on CUDA) and the finite flag, one graph. The LR is a 0-d device tensor in the
-   param groups (``ssd_train.optim``), so a new LR value never recompiles.
+2. **the update**: gradient clipping (``clip_grad_norm_``, foreach), ``optimizer.step()`` (SGD,
+   ``fused``) and the finite flag, one graph. The LR is a 0-d device tensor in the param groups
+   (``ssd_train.optim``), so a new LR value never recompiles, and the eager step never syncs.
 
 ``optimizer.zero_grad(set_to_none=True)`` and the share-weighted accumulation of three 0-d losses
 stay eager (no kernels, resp. two tiny ones per micro-batch). When optimiser step hooks are
