@@ -26,7 +26,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
     -d "$dir" "${specs[@]}"
-n=$(ls "$dir"/*.whl | wc -l)
+n=$(find "$dir" -maxdepth 1 -name '*.whl' | wc -l)
 echo "device_wheels: $n wheels in $dir, $(du -ch "$dir"/*.whl | tail -1 | cut -f1) in all"
 if [[ -x .venv/bin/python ]]; then
     .venv/bin/python infra/device_preflight.py --requirements

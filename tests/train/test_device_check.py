@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,12 +27,9 @@ def test_device_scripts_are_executable_and_install_only_offline() -> None:
 
 
 def _preflight_module():
-    sys.path.insert(0, str(REPO / "infra"))
-    try:
-        import device_preflight
-    finally:
-        sys.path.remove(str(REPO / "infra"))
-    return device_preflight
+    from tests.infra._helpers import load_script
+
+    return load_script("device_preflight.py")
 
 
 def test_wheel_list_covers_every_requirement_and_a_gap_is_named(

@@ -125,13 +125,16 @@ def check_cudagraphs(compile_mode: str, compiled: bool, skips: int) -> None:
 def count_step(step: TrainStep, micro_batches: Sequence[MicroBatch]) -> OpCount:
     """The aten operations and host syncs of one train step (``ssd_data.device.op_count``).
 
-    The step runs with its compiled regions in eager mode (``torch.compiler.set_stance
-    ("force_eager")``; Dynamo does not run compiled code under a dispatch mode anyway), so the
-    count is that of the step's code: the launches of the eager step (a compiled step launches
-    fewer) and every host sync its Python code makes, compiled or not. The step changes the
-    model and optimiser like any other.
+    The step runs its code eagerly (:meth:`TrainStep.run_eagerly`; Dynamo does not run compiled
+    code under a dispatch mode anyway), so the count is that of the step's code: the launches of
+    the eager step (a compiled step launches fewer) and every host sync its Python code makes.
+    A compiled step never ran eagerly, so for it one uncounted eager step first makes the
+    per-device constants (ImageNet mean/std, default boxes). The steps change the model and
+    optimiser like any other.
     """
-    with torch.compiler.set_stance("force_eager"):
+    with step.run_eagerly():
+        if step.compiled:
+            step(micro_batches)
         return ops_of(lambda: step(micro_batches))
 
 

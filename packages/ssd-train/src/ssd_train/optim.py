@@ -26,13 +26,14 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, objec
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.SGD:
-    """SGD(momentum, weight decay) with the fused kernel (CUDA and CPU alike: the same path).
+    """SGD(momentum, weight decay), built with the fused kernel (CUDA and CPU alike).
 
     Each param group's ``lr`` is its own float32 0-d tensor on ``device``, 0 until the schedule
     fills it in place (``LRSchedule.apply``): a compiled optimiser step reads it as a graph input,
     so a new LR value never recompiles, and the fused kernel reads it on the device, so an eager
     step never syncs with the host (the ``foreach`` path turns a tensor LR into a Python number
-    with ``.item()`` on every step, torch 2.9 to 2.15).
+    with ``.item()``). ``ssd_train.train_step.TrainStep`` switches a compiled update and FSDP2 to
+    the foreach kernels (Dynamo does not trace fused optimizers; DTensor has no fused SGD).
     """
     groups = parameter_groups(model, cfg)
     for group in groups:

@@ -209,6 +209,13 @@ class TrainStep:
         self.forward_loss: Callable[..., tuple[Tensor, Tensor]] = compute_loss
         self._loss_tail: Callable[..., tuple[Tensor, Tensor]] = encoded_loss
         self.update: Callable[[Tensor], tuple[Tensor, Tensor]] = self._update
+        self._update_compiled = False
+        self._eager_only = False
+        # SGD kernels: the fused one reads a tensor LR on the device (no host sync), but Dynamo
+        # does not trace fused optimizers (a graph break) and DTensor has no fused SGD, so the
+        # compiled update and FSDP2 use foreach (compiled, Inductor fuses it; eager under FSDP2,
+        # foreach reads the LR with .item())
+        self._fsdp2 = hasattr(model, "set_requires_gradient_sync")
         if compile:
             mode = None if compile_mode == "default" else compile_mode
             options: dict[str, Any] = {"backend": compile_backend}
@@ -223,6 +230,7 @@ class TrainStep:
                 self.forward_loss = torch.compile(compute_loss, **options)
             if not hasattr(model, "set_requires_gradient_sync"):  # not FSDP2 (DTensor grads)
                 self.update = torch.compile(self._update, **options)
+                self._update_compiled = True
 
     def __call__(self, micro_batches: Sequence[MicroBatch]) -> StepOutput:
         if not micro_batches:
@@ -252,7 +260,13 @@ class TrainStep:
                     )
                     (total * share).backward()
                 sums += parts * share
-        update = self._update_with_hooks if _has_step_hooks(self.optimizer) else self.update
+        if _has_step_hooks(self.optimizer):
+            update, compiled_update = self._update_with_hooks, False
+        elif self._eager_only:
+            update, compiled_update = self._update, False
+        else:
+            update, compiled_update = self.update, self._update_compiled
+        _select_sgd_kernels(self.optimizer, fused=not (compiled_update or self._fsdp2))
         grad_norm, finite = update(sums)
         if self.compiled and self.compile_mode == "reduce-overhead":
             # CUDA-graph outputs are overwritten by the next replay; callers keep these longer
@@ -290,6 +304,17 @@ class TrainStep:
         finally:
             for module, _ in self._compiled_forwards:
                 del module.forward
+
+    @contextlib.contextmanager
+    def run_eagerly(self) -> Iterator[None]:
+        """Steps inside run every region eagerly (``torch.compiler.set_stance("force_eager")``)
+        with the eager update's SGD kernel: what the step's code does without compilation."""
+        self._eager_only = True
+        try:
+            with torch.compiler.set_stance("force_eager"):
+                yield
+        finally:
+            self._eager_only = False
 
     def warm_up(self, batch: MicroBatch, micro_batches: int = 1, steps: int = 2) -> None:
         """Compile (and for CUDA graphs record) every region, then restore all state.
@@ -374,6 +399,15 @@ def _restored(
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state(cuda_rng, device)
+
+
+def _select_sgd_kernels(optimizer: torch.optim.Optimizer, fused: bool) -> None:
+    """Make every param group use SGD's fused kernel (``fused``) or the foreach ones. Set before
+    each update (a checkpoint load restores the saved flags); the same values every step, so a
+    compiled update's guards on them hold."""
+    for group in optimizer.param_groups:
+        if "fused" in group and (group["fused"] is not fused or group.get("foreach") is fused):
+            group["fused"], group["foreach"] = fused, not fused
 
 
 def _has_step_hooks(optimizer: torch.optim.Optimizer) -> bool:
