@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "--budget",
         type=float,
         default=None,
-        help="seconds for the whole check (default 440; tiny 330)",
+        help="seconds for the whole check (default 440; tiny 360)",
     )
     p.add_argument("--out", type=Path, default=None, help="output folder (runs/device_check-<UTC>)")
     p.add_argument("--eval-row", action="store_true", help=argparse.SUPPRESS)
@@ -237,16 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     args.workers = 2 if tiny else 16
     args.data_images = 64 if tiny else 2048
     args.eval_images, args.eval_batch = (8, 4) if tiny else (5000, 250)
-    args.trace_batch, args.trace_steps = (2, 2) if tiny else (256, 10)
+    args.trace_batch, args.trace_steps = (2, 1) if tiny else (256, 10)
     if args.eval_row:  # the child process of _eval_cells
         print(json.dumps(_eval_row(args)))
         return 0
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     args.out = (args.out or ROOT / "runs" / f"device_check-{stamp}").resolve()
     args.out.mkdir(parents=True, exist_ok=True)
-    budget = args.budget or (330.0 if tiny else 440.0)
+    budget = args.budget or (360.0 if tiny else 440.0)
     deadline = start + budget
-    data_s, eval_s = (120.0, 60.0) if tiny else (60.0, 60.0)
+    data_s, eval_s = (90.0, 30.0) if tiny else (60.0, 60.0)
     modes = ["eager", "default"] + ([] if tiny or not cuda else ["reduce-overhead"])
     results: dict[str, object] = {}
     rows: list[list[str]] = []
