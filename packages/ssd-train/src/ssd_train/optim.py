@@ -64,3 +64,32 @@ def device_learning_rates(optimizer: torch.optim.Optimizer, device: torch.device
         )
         if not ok:
             group["lr"] = torch.tensor(float(lr), dtype=torch.float32, device=device)
+
+
+def select_sgd_kernels(optimizer: torch.optim.Optimizer, fused: bool) -> None:
+    """Make every param group use SGD's fused kernel (``fused``) or the foreach ones.
+
+    The fused kernel reads a tensor LR on the device (no host sync); Dynamo does not trace fused
+    optimizers (a graph break) and DTensor has no fused SGD, so a compiled update and FSDP2 use
+    foreach (compiled, Inductor fuses it; eager under FSDP2 it reads the LR with ``.item()``).
+    ``TrainStep`` sets the flags before each update (a checkpoint load restores the saved ones);
+    the same values every step, so a compiled update's guards on them hold.
+    """
+    for group in optimizer.param_groups:
+        if "fused" in group and (group["fused"] is not fused or group.get("foreach") is fused):
+            group["fused"], group["foreach"] = fused, not fused
+
+
+def has_step_hooks(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether optimiser step pre/post hooks (its own or global) are registered."""
+    from torch.optim import optimizer as optim_module
+
+    return any(
+        bool(hooks)
+        for hooks in (
+            getattr(optimizer, "_optimizer_step_pre_hooks", None),
+            getattr(optimizer, "_optimizer_step_post_hooks", None),
+            getattr(optim_module, "_global_optimizer_pre_hooks", None),
+            getattr(optim_module, "_global_optimizer_post_hooks", None),
+        )
+    )

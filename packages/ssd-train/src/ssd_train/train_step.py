@@ -52,6 +52,8 @@ import torch
 from ssd_core import encode, forward_normalized
 from torch import Tensor, nn
 
+from ssd_train.optim import has_step_hooks, select_sgd_kernels
+
 CompileMode = Literal["default", "max-autotune-no-cudagraphs", "reduce-overhead"]
 
 
@@ -209,12 +211,7 @@ class TrainStep:
         self.forward_loss: Callable[..., tuple[Tensor, Tensor]] = compute_loss
         self._loss_tail: Callable[..., tuple[Tensor, Tensor]] = encoded_loss
         self.update: Callable[[Tensor], tuple[Tensor, Tensor]] = self._update
-        self._update_compiled = False
-        self._eager_only = False
-        # SGD kernels: the fused one reads a tensor LR on the device (no host sync), but Dynamo
-        # does not trace fused optimizers (a graph break) and DTensor has no fused SGD, so the
-        # compiled update and FSDP2 use foreach (compiled, Inductor fuses it; eager under FSDP2,
-        # foreach reads the LR with .item())
+        self._update_compiled = self._eager_only = False
         self._fsdp2 = hasattr(model, "set_requires_gradient_sync")
         if compile:
             mode = None if compile_mode == "default" else compile_mode
@@ -228,7 +225,7 @@ class TrainStep:
                 self._loss_tail = torch.compile(encoded_loss, **options)
             else:
                 self.forward_loss = torch.compile(compute_loss, **options)
-            if not hasattr(model, "set_requires_gradient_sync"):  # not FSDP2 (DTensor grads)
+            if not self._fsdp2:  # FSDP2's gradients are DTensors: eager update
                 self.update = torch.compile(self._update, **options)
                 self._update_compiled = True
 
@@ -260,13 +257,11 @@ class TrainStep:
                     )
                     (total * share).backward()
                 sums += parts * share
-        if _has_step_hooks(self.optimizer):
-            update, compiled_update = self._update_with_hooks, False
-        elif self._eager_only:
-            update, compiled_update = self._update, False
-        else:
-            update, compiled_update = self.update, self._update_compiled
-        _select_sgd_kernels(self.optimizer, fused=not (compiled_update or self._fsdp2))
+        hooks = has_step_hooks(self.optimizer)
+        compiled_update = self._update_compiled and not (hooks or self._eager_only)
+        update = self._update_with_hooks if hooks else self._update
+        update = self.update if compiled_update else update
+        select_sgd_kernels(self.optimizer, fused=not (compiled_update or self._fsdp2))
         grad_norm, finite = update(sums)
         if self.compiled and self.compile_mode == "reduce-overhead":
             # CUDA-graph outputs are overwritten by the next replay; callers keep these longer
@@ -399,30 +394,6 @@ def _restored(
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state(cuda_rng, device)
-
-
-def _select_sgd_kernels(optimizer: torch.optim.Optimizer, fused: bool) -> None:
-    """Make every param group use SGD's fused kernel (``fused``) or the foreach ones. Set before
-    each update (a checkpoint load restores the saved flags); the same values every step, so a
-    compiled update's guards on them hold."""
-    for group in optimizer.param_groups:
-        if "fused" in group and (group["fused"] is not fused or group.get("foreach") is fused):
-            group["fused"], group["foreach"] = fused, not fused
-
-
-def _has_step_hooks(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether optimiser step pre/post hooks (its own or global) are registered."""
-    from torch.optim import optimizer as optim_module
-
-    return any(
-        bool(hooks)
-        for hooks in (
-            getattr(optimizer, "_optimizer_step_pre_hooks", None),
-            getattr(optimizer, "_optimizer_step_post_hooks", None),
-            getattr(optim_module, "_global_optimizer_pre_hooks", None),
-            getattr(optim_module, "_global_optimizer_post_hooks", None),
-        )
-    )
 
 
 def _clone(value: Any) -> Any:
