@@ -130,10 +130,12 @@ def check_requirements(wheels: Path | None = ROOT / ".whl") -> tuple[int, list[s
             raise PreflightError(
                 f"{name} (needed by {who}) is not installed: add it to infra/device_wheels.txt and"
                 " run infra/device_wheels.sh" if name not in carried else
-                f"{name} (needed by {who}) is not installed: run infra/device_wheels.sh and carry .whl/"
+                f"{name} (needed by {who}) is not installed: run infra/device_wheels.sh and copy .whl/ with the checkout"
             ) from None  # fmt: skip
         if not req.specifier.contains(have, prereleases=True):
-            raise PreflightError(f"{name} {have} is installed but {who} needs {req}: carry it")
+            raise PreflightError(
+                f"{name} {have} is installed but {who} needs {req}: add it to infra/device_wheels.txt"
+            )
         if name in carried:  # the lists: carried at the uv.lock version
             if not req.specifier.contains(locked.get(name, ""), prereleases=True):
                 raise PreflightError(
@@ -147,12 +149,12 @@ def check_requirements(wheels: Path | None = ROOT / ".whl") -> tuple[int, list[s
                 else:
                     raise PreflightError(
                         f"{req} (needed by {who}) is preinstalled on the GPU image at a version"
-                        " infra/device_image.txt does not record: carry it (infra/device_wheels.txt)"
+                        " infra/device_image.txt does not record: add it to infra/device_wheels.txt"
                     )
             elif recorded and not req.specifier.contains(recorded.group(2), prereleases=True):
                 raise PreflightError(
-                    f"{who} needs {req}; the GPU image has {name}{image[name]}: carry it"
-                    " (infra/device_wheels.txt)"
+                    f"{who} needs {req}; the GPU image has {name}{image[name]}: add it to"
+                    " infra/device_wheels.txt"
                 )
         else:
             raise PreflightError(
