@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -106,3 +107,19 @@ def test_tiny_device_check_prints_the_table_within_seven_minutes(tmp_path: Path)
     assert any(k.startswith("input device") for k in pipelines), proc.stdout
     assert all(" img/s" in v for v in pipelines.values()), proc.stdout
     assert any(k.startswith("evaluation 8 images") and " s total" in v for k, v in rows.items())
+
+
+def test_a_missing_package_stops_the_check_with_one_line_before_any_row() -> None:
+    """Without site-packages (``python -S``: no torch, no pydantic) the check stops at the
+    preflight: exit 4, one line naming the import, no row started."""
+    proc = subprocess.run(
+        [sys.executable, "-S", str(REPO / "infra" / "device_check.py"), "--tiny"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": ""},
+    )  # fmt: skip
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines() == [proc.stdout.strip()], proc.stdout
+    assert proc.stdout.startswith("preflight FAILED: import torch: ModuleNotFoundError"), (
+        proc.stdout
+    )
+    assert proc.stderr == ""
