@@ -1,16 +1,25 @@
 """The prepared device check behind ``infra/device_check.sh``: one table of train-step, input-pipeline
-and evaluation numbers, within a time budget, with nothing from the network.
+and evaluation numbers, within 8 minutes, with nothing from the network.
 
-Rows (each in its own process, so Dynamo counters and peak memory are per row):
-* train step: ``ssd-train --mode benchmark --benchmark.json`` at each batch size, eager / compiled
-  (``--compile-mode default``) / CUDA graphs (``reduce-overhead``; CUDA only), bf16 on CUDA;
+First the preflight (``infra/device_preflight.py``, under 30 s): if anything the rows need is
+missing, the check stops there with one line (exit 4). Then the rows, each in its own process (so
+Dynamo counters and peak memory are per row) and each with its own time cap:
+* train step at batch 256, then 114: ``ssd-train --mode benchmark --benchmark.json``, eager
+  (cap 60 s) / compiled (``--compile-mode default``, cap 180 s; at batch 256 it also writes a
+  ``torch.profiler`` trace of 10 compiled steps) / CUDA graphs (``reduce-overhead``, cap 180 s;
+  CUDA only), bf16 on CUDA, with ops and host syncs per step and CUDA-graph skips;
 * input pipeline: ``ssd-data bench --json`` (cpu-fast with the machine's workers vs the device
   path);
 * evaluation: inference + NMS (``PostProcessor``) + COCO scoring of synthetic val images, seconds.
+The batch-256 rows come first; time for the input pipeline and the evaluation is held back until
+they have run; the batch-114 rows get what is left.
 
-A row that fails or runs out of time is shown as such; the script still exits 0 (the table is the
-result). ``--tiny`` shrinks everything for a CPU smoke run, whose compiled row uses the
-``eager`` backend (the same Dynamo graphs and breaks, without Inductor's kernel generation).
+The output folder (``--out``; default ``runs/device_check-<UTC time>``) receives ``table.txt``,
+``benchmarks.json`` (every row's benchmark JSON, the input pipeline's and the evaluation's) and
+``trace_b256_compiled.json.gz`` (Chrome/Perfetto). A row that fails or runs out of time is shown as
+such; the check still exits 0 (the table is the result). ``--tiny`` shrinks everything for a CPU
+smoke run (batch 2), whose compiled row uses the ``eager`` backend (the same Dynamo graphs and
+breaks, without Inductor's kernel generation).
 """
 
 from __future__ import annotations
@@ -23,10 +32,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
+EAGER_CAP_S, COMPILED_CAP_S = 60.0, 180.0
 
 
 def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -44,8 +55,11 @@ def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def _train_row(batch: int, mode: str, args: argparse.Namespace, timeout: float) -> list[str]:
-    """One ``--mode benchmark`` process; returns the table cells."""
+def _train_row(
+    batch: int, mode: str, args: argparse.Namespace, timeout: float, results: dict
+) -> list[str]:
+    """One ``--mode benchmark`` process; returns the table cells and keeps its JSON in
+    ``results``."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.json"
         cmd = [sys.executable, "-m", "ssd_train", "--mode", "benchmark",
@@ -63,6 +77,9 @@ def _train_row(batch: int, mode: str, args: argparse.Namespace, timeout: float) 
             cmd += ["--compile-backend", "eager"]
         if args.threads:
             cmd += ["--num-threads", str(args.threads)]
+        if mode == "default" and batch == args.trace_batch:
+            cmd += ["--benchmark.trace", str(args.out / f"trace_b{batch}_compiled.json.gz"),
+                    "--benchmark.trace-steps", str(args.trace_steps)]  # fmt: skip
         start = time.perf_counter()
         try:
             proc = _run(cmd, timeout)
@@ -73,8 +90,13 @@ def _train_row(batch: int, mode: str, args: argparse.Namespace, timeout: float) 
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
             return [f"failed (exit {proc.returncode}): {tail[0][:80]}", "", "", ""]
         r = json.loads(out.read_text())
+        results[f"train b={batch} {mode}"] = r
         mem = f"{r['peak_memory_bytes'] / 2**30:.2f} GiB ({r['peak_memory_kind']})"
-        graphs = f"{r['graphs']} graphs / {r['graph_breaks']} breaks / {r['recompiles']} recompiles"
+        graphs = (
+            f"{r['graphs']} graphs / {r['graph_breaks']} breaks / {r['recompiles']} recompiles;"
+            f" {r['ops_per_step']} ops / {r['syncs_per_step']} syncs per step;"
+            f" {r['cudagraph_skips']} cudagraph skips"
+        )
         return [
             f"{r['img_per_s']:.1f} img/s ({r['step_ms']:.1f} ms/step)",
             mem,
@@ -83,7 +105,7 @@ def _train_row(batch: int, mode: str, args: argparse.Namespace, timeout: float) 
         ]
 
 
-def _data_row(args: argparse.Namespace, timeout: float) -> list[list[str]]:
+def _data_row(args: argparse.Namespace, timeout: float, results: dict) -> list[list[str]]:
     """The ``ssd-data bench --json`` pipelines (cpu-fast and the device path) as table rows."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "data.json"
@@ -97,6 +119,7 @@ def _data_row(args: argparse.Namespace, timeout: float) -> list[list[str]]:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
             return [["input pipeline", f"failed: {tail[0][:80]}", "", "", ""]]
         data = json.loads(out.read_text())
+    results["input pipeline"] = data
     return [_pipeline_row(r) for r in data.get("pipelines", [])]
 
 
@@ -183,10 +206,27 @@ def main(argv: list[str] | None = None) -> int:
         help="CPU smoke run: batch 2, few steps, 8 val images, compiled row with the eager backend",
     )
     p.add_argument(
-        "--budget", type=float, default=None, help="seconds for all rows (default 510; tiny 330)"
+        "--preflight",
+        action="store_true",
+        help="only the preflight (imports, requirements, C compiler, a tiny torch.compile): < 30 s",
     )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds for the whole check (default 440; tiny 360)",
+    )
+    p.add_argument("--out", type=Path, default=None, help="output folder (runs/device_check-<UTC>)")
     p.add_argument("--eval-row", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    start = time.monotonic()
+    if not args.eval_row:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from device_preflight import run_preflight
+
+        code = run_preflight()
+        if code != 0 or args.preflight:
+            return code
     import torch
 
     cuda = torch.cuda.is_available()
@@ -197,37 +237,53 @@ def main(argv: list[str] | None = None) -> int:
     args.workers = 2 if tiny else 16
     args.data_images = 64 if tiny else 2048
     args.eval_images, args.eval_batch = (8, 4) if tiny else (5000, 250)
+    args.trace_batch, args.trace_steps = (2, 1) if tiny else (256, 10)
     if args.eval_row:  # the child process of _eval_cells
         print(json.dumps(_eval_row(args)))
         return 0
-    budget = args.budget or (330.0 if tiny else 510.0)
-    deadline = time.monotonic() + budget
-    batches = [2] if tiny else [114, 256]
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    args.out = (args.out or ROOT / "runs" / f"device_check-{stamp}").resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    budget = args.budget or (360.0 if tiny else 440.0)
+    deadline = start + budget
+    data_s, eval_s = (90.0, 30.0) if tiny else (60.0, 60.0)
     modes = ["eager", "default"] + ([] if tiny or not cuda else ["reduce-overhead"])
-    # the input pipeline and the evaluation first, each with its own bound, so that compiling
-    # cannot starve them; then the train steps, batch 114 first, eager (cheap) before compiled: a
-    # row that no longer fits the budget is skipped, not the table
-    print("device_check: input pipeline ...", flush=True)
-    data_rows = _data_row(args, 120.0 if tiny else 90.0)
-    print(f"device_check: evaluation of {args.eval_images} synthetic val images ...", flush=True)
-    eval_deadline = time.monotonic() + (60.0 if tiny else 120.0)
-    eval_row = [f"evaluation {args.eval_images} images", *_eval_cells(args, eval_deadline)]
+    results: dict[str, object] = {}
     rows: list[list[str]] = []
-    for b, m in [(b, m) for b in batches for m in modes]:
-        left = deadline - time.monotonic()
-        if left < (20 if tiny else 60):
-            rows.append([f"train step b={b} {m}", "skipped: time budget spent", "", "", ""])
-            continue
-        print(f"device_check: train step batch {b}, {m} ...", flush=True)
-        rows.append([f"train step b={b} {m}", *_train_row(b, m, args, left)])
-    rows += [*data_rows, eval_row]
+
+    def train(batch: int, reserve: float) -> None:
+        """The rows of one batch size, each capped, keeping ``reserve`` seconds for later rows."""
+        for m in modes:
+            cap = EAGER_CAP_S if m == "eager" else COMPILED_CAP_S
+            left = min(cap, deadline - time.monotonic() - reserve)
+            if left < (20 if tiny else 30):
+                rows.append([f"train step b={batch} {m}", "skipped: time budget spent", "", "", ""])
+                continue
+            print(f"device_check: train step batch {batch}, {m} (cap {left:.0f} s) ...", flush=True)
+            rows.append([f"train step b={batch} {m}", *_train_row(batch, m, args, left, results)])
+
+    # batch 256 (the goal's) first; the input pipeline and evaluation keep their time; then 114
+    train(2 if tiny else 256, reserve=data_s + eval_s)
+    print("device_check: input pipeline ...", flush=True)
+    data_rows = _data_row(args, min(data_s, max(20.0, deadline - time.monotonic())), results)
+    print(f"device_check: evaluation of {args.eval_images} synthetic val images ...", flush=True)
+    eval_deadline = time.monotonic() + min(eval_s, max(20.0, deadline - time.monotonic()))
+    eval_cells = _eval_cells(args, eval_deadline)
+    results["evaluation"] = eval_cells
+    if not tiny:
+        train(114, reserve=0.0)
+    rows += [*data_rows, [f"evaluation {args.eval_images} images", *eval_cells]]
     device = torch.cuda.get_device_name() if cuda else "cpu"
-    print(f"\ndevice check: {device}, torch {torch.__version__}, precision {args.precision}, "
-          f"{'tiny' if tiny else 'full'} run, {budget - (deadline - time.monotonic()):.0f} s")  # fmt: skip
+    lines = [f"device check: {device}, torch {torch.__version__}, precision {args.precision}, "
+             f"{'tiny' if tiny else 'full'} run, {time.monotonic() - start:.0f} s"]  # fmt: skip
     head = ["row", "throughput / result", "peak memory / detail", "graphs / detail", "wall"]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
     for r in [head, ["-" * w for w in widths], *rows]:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    print("\n" + "\n".join(lines), flush=True)
+    (args.out / "table.txt").write_text("\n".join(lines) + "\n")
+    (args.out / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"device_check: table, benchmark JSONs and trace in {args.out}", flush=True)
     return 0
 
 

@@ -215,9 +215,10 @@ def test_non_finite_boxes_are_dropped(bad: float) -> None:
 def test_matrix_nms_equals_torchvision_nms_on_600_random_groups_of_200(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Real evaluation sizes (81 classes x batch >= 2 groups at k = 200): the suppression matrix
-    is built in several chunks of groups, and every group's keep mask equals torchvision's NMS
-    (an independent implementation) run on that group alone."""
+    """Evaluation batches beyond one workspace (81 classes x more than 55 images at k = 200; here
+    a workspace of 200 groups): the suppression matrix is built in several chunks of groups, and
+    every group's keep mask equals torchvision's NMS (an independent implementation) run on that
+    group alone."""
     from ssd_core import postprocess
     from torchvision.ops import nms
 
@@ -235,7 +236,7 @@ def test_matrix_nms_equals_torchvision_nms_on_600_random_groups_of_200(
     size = torch.rand(g, k, 2, generator=gen) * 0.25 + 0.02
     boxes = torch.cat((centre - size / 2, centre + size / 2), dim=-1)
     valid = torch.rand(g, k, generator=gen) < 0.85
-    keep = matrix_nms(boxes, valid, 0.5)
+    keep = matrix_nms(boxes, valid, 0.5, workspace_bytes=200 * (k * k * 4 * 3))
     assert len(chunks) == 1 and g > 2 * chunks[0]  # at least three chunks of groups
     scores = torch.arange(k, 0, -1, dtype=torch.float32)  # rank order = score order
     for i in range(g):
@@ -245,3 +246,49 @@ def test_matrix_nms_equals_torchvision_nms_on_600_random_groups_of_200(
         assert torch.equal(keep[i], expected), i
     kept, candidates = int(keep.sum()), int(valid.sum())
     assert 0.05 * candidates < kept < 0.9 * candidates  # suppression really happened, not all
+
+
+def _random_outputs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSD outputs for ``n`` images and COCO's 81 classes, with many candidates above 0.05."""
+    g = torch.Generator().manual_seed(seed)
+    return 0.5 * torch.randn(n, 8732, 4, generator=g), 3 * torch.randn(n, 8732, 81, generator=g)
+
+
+def test_ops_per_batch_do_not_grow_with_the_batch_and_one_sync() -> None:
+    """Evaluation post-processing at batch 8 and 32 (COCO's 81 classes): the aten operations of a
+    batch stay within 15 % (each kernel covers the whole batch) and at most one host sync, the
+    matrix NMS convergence check."""
+    from ssd_data.device.op_count import ops_of
+
+    post = PostProcessor()
+    counts = {n: ops_of(lambda n=n: post(*_random_outputs(n, n))) for n in (8, 32)}
+    assert counts[32].ops <= 1.15 * counts[8].ops, (counts[8].ops, counts[32].ops)
+    for n, count in counts.items():
+        assert count.syncs <= 1, (n, count.sync_names())
+
+
+def test_matrix_nms_in_chunks_and_with_any_check_interval_equals_greedy(generator) -> None:
+    """Chunking the suppression matrix (a tiny workspace: one group per chunk, or a few) and the
+    convergence check interval change nothing: the same keep mask as the rank-by-rank loop."""
+    g, k = 12, 30
+    centre = torch.rand(g, k, 2, generator=generator)
+    size = 0.05 + 0.3 * torch.rand(g, k, 2, generator=generator)
+    boxes = torch.cat((centre - size / 2, centre + size / 2), dim=-1)
+    valid = torch.rand(g, k, generator=generator) > 0.2
+    expected = greedy_nms(boxes, valid, 0.5)
+    assert 0 < int(expected.sum()) < int(valid.sum())  # some boxes suppressed, some kept
+    pair_bytes = k * k * 4 * 3
+    for workspace in (1, 5 * pair_bytes, 2**31):  # 12 chunks, 3 chunks, one
+        for check_every in (1, 2, 4, 8, k):
+            keep = matrix_nms(boxes, valid, 0.5, check_every=check_every, workspace_bytes=workspace)
+            assert torch.equal(keep, expected), (workspace, check_every)
+
+
+def test_default_backend_equals_the_greedy_loop_on_81_classes() -> None:
+    """The whole post-processing with the default (matrix) backend gives bit for bit the tensors
+    of the rank-by-rank greedy backend on a COCO-sized batch."""
+    loc, logits = _random_outputs(2, 7)
+    matrix = PostProcessor()(loc, logits)
+    greedy = PostProcessor(nms_backend="greedy")(loc, logits)
+    for name, a, b in zip(Detections._fields, matrix, greedy, strict=True):
+        assert torch.equal(a, b), name

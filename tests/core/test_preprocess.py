@@ -38,3 +38,23 @@ def test_rejects_bad_input() -> None:
         normalize_images(torch.zeros(1, 3, 4, 4))
     with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
         normalize_images(torch.zeros(3, 4, 4, dtype=torch.uint8))
+
+
+def test_mean_and_std_are_made_once_per_device(generator) -> None:
+    """No tensor is built from Python numbers on later calls (a blocking host-to-device copy per
+    step on CUDA), and the constants made under inference mode also serve training."""
+    from ssd_core import preprocess
+    from ssd_data.device.op_count import ops_of
+
+    images = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8, generator=generator)
+    preprocess._MEAN_STD.clear()
+    with torch.inference_mode():  # evaluation first
+        first = ops_of(lambda: normalize_images(images))
+    assert first.sync_names() == {"lift_fresh": 2}
+    later = ops_of(lambda: normalize_images(images))
+    assert later.syncs == 0, later.sync_names()
+    mean, std = preprocess._MEAN_STD[images.device]
+    assert not mean.is_inference() and not std.is_inference()
+    weight = torch.ones(3, 1, 1, requires_grad=True)
+    (normalize_images(images) * weight).sum().backward()
+    assert weight.grad is not None

@@ -46,7 +46,8 @@ def test_benchmark_runs_the_train_step_and_reports_images_per_second(
     args = [*TINY, "--mode", "benchmark", "--benchmark.warmup-steps", "1", "--benchmark.timed-steps", "2",
             "--optim.grad-accumulation-steps", "2"]  # fmt: skip
     assert main(args) == 0
-    assert calls == [2, 2, 2]  # 1 warm-up + 2 timed steps, each over 2 micro-batches
+    # 1 warm-up + 2 timed steps + 1 counted (untimed) step, each over 2 micro-batches
+    assert calls == [2, 2, 2, 2]
     out = capsys.readouterr().out
     found = re.search(r"benchmark: ([0-9.]+) img/s \(2 steps of global batch 2 in ([0-9.]+) s", out)
     assert found, out
@@ -73,25 +74,82 @@ def test_synthetic_batch_follows_the_training_batch_format() -> None:
 def test_benchmark_json_has_the_documented_record(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "bench.json"
     args = [*TINY, "--mode", "benchmark", "--benchmark.warmup-steps", "1",
-            "--benchmark.timed-steps", "2", "--benchmark.json", str(out), "--compile", "false"]  # fmt: skip
+            "--benchmark.timed-steps", "2", "--benchmark.json", str(out), "--compile", "false",
+            "--benchmark.trace", str(tmp_path / "trace.json"), "--benchmark.trace-steps", "1"]  # fmt: skip
     started = time.perf_counter()
     assert main(args) == 0
     wall = time.perf_counter() - started
+    trace = json.loads((tmp_path / "trace.json").read_text())  # Chrome/Perfetto trace format
+    names = {e.get("name", "") for e in trace["traceEvents"]}
+    assert "aten::convolution" in names and "aten::_fused_sgd_" in names  # the model and the update
     r = json.loads(out.read_text())
     # an independent clock: the 2 timed steps lie inside the wall time of the whole command
     assert 0 < 2 * r["step_ms"] / 1000 < wall
     assert set(r) >= {"img_per_s", "step_ms", "graph_breaks", "graphs", "recompiles",
                       "peak_memory_bytes", "peak_memory_kind", "device", "precision",
-                      "compile_mode", "batch_size", "world_size"}  # fmt: skip
+                      "compile_mode", "batch_size", "world_size", "ops_per_step",
+                      "syncs_per_step", "sync_ops", "cudagraph_skips"}  # fmt: skip
     assert r["img_per_s"] == pytest.approx(1 * 1000.0 / r["step_ms"], rel=1e-6)  # batch 1
     assert (r["graphs"], r["graph_breaks"], r["recompiles"]) == (0, 0, 0)  # eager: nothing compiled
     assert (r["device"], r["precision"], r["compile_mode"]) == ("cpu", "fp32", "eager")
     assert (r["batch_size"], r["world_size"]) == (1, 1)
+    # one counted untimed step: SSD300's ops, no host sync; eager on CPU: no CUDA graphs to skip
+    assert r["ops_per_step"] > 500 and (r["syncs_per_step"], r["sync_ops"]) == (0, {})
+    assert r["cudagraph_skips"] == 0
     import resource
 
     assert r["peak_memory_kind"] == "cpu_peak_rss"
     own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # same process
     assert 100 * 2**20 < r["peak_memory_bytes"] <= own_peak
+
+
+def test_step_ops_do_not_grow_with_the_batch_and_make_no_host_sync() -> None:
+    """The benchmark's counted step (:func:`count_step`) on SSD300: the same aten operations at
+    batch 1 and 2 (every kernel covers the whole batch) and no host sync (a ``.item()`` or a
+    tensor built from Python numbers on every step would show here)."""
+    import torch
+    from ssd_train.benchmark import count_step
+    from ssd_train.components import build_components
+    from ssd_train.distributed import DistributedContext
+    from ssd_train.settings import load_settings
+    from ssd_train.train_step import ensure_momentum_buffers
+
+    torch.manual_seed(0)
+    settings = load_settings([*TINY, "--model.backbone-weights", "none", "--device", "cpu"])
+    c = build_components(settings, DistributedContext(0, 1, 0, torch.device("cpu")))
+    ensure_momentum_buffers(c.optimizer)
+    counts = {}
+    for batch in (1, 2):
+        micro = [
+            synthetic_batch(batch, settings.data.max_boxes, 5, torch.device("cpu"), seed=batch)
+        ]
+        c.train_step(micro)  # first step: per-device constants are made here, once
+        counts[batch] = count_step(c.train_step, micro)
+    assert counts[1].ops == counts[2].ops, counts[1].by_name - counts[2].by_name
+    assert 500 < counts[1].ops < 2000  # SSD300's forward, loss, backward and SGD
+    assert counts[1].syncs == counts[2].syncs == 0, counts[2].sync_names()
+
+
+def test_skipped_cuda_graphs_fail_a_reduce_overhead_benchmark() -> None:
+    """Inductor's counter, read for real: ``reduce-overhead`` on a CPU tensor skips CUDA graphs
+    (counted), and the benchmark's check turns that into exit 2 with one message."""
+    import torch
+    from ssd_train.__main__ import _input_errors
+    from ssd_train.benchmark import CudaGraphsSkippedError, check_cudagraphs, cudagraph_skips
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    assert cudagraph_skips() == 0
+    fn = torch.compile(lambda x: (x * 2).sin(), mode="reduce-overhead")
+    fn(torch.ones(4))
+    skips = cudagraph_skips()
+    assert skips >= 1
+    with pytest.raises(CudaGraphsSkippedError, match=r"reduce-overhead.*skipped CUDA graphs"):
+        check_cudagraphs("reduce-overhead", True, skips)
+    check_cudagraphs("default", True, skips)  # not asked for: no error
+    check_cudagraphs("reduce-overhead", True, 0)
+    assert CudaGraphsSkippedError in _input_errors()  # exit 2, one message
 
 
 def _free_port() -> int:

@@ -237,3 +237,38 @@ def test_optimizer_step_hooks_still_run() -> None:
     TrainStep(model, SSDLoss(), opt, device=CPU)([_batch(2, 8)])
     assert calls == [1]
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+def test_compiled_update_has_no_graph_break_and_the_eager_step_no_host_sync() -> None:
+    """The update region is one Dynamo graph (Dynamo does not trace SGD's fused kernel, so the
+    compiled update must use foreach), and the same step run eagerly for a count makes no host
+    sync (the eager update uses the fused kernel, which reads the tensor LR on the device)."""
+    from ssd_train.benchmark import compile_counts, count_step
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+
+    class Head(nn.Module):  # ToyDetector without its side effect (a recompile per call)
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(3, A * (4 + C))
+
+        def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+            out = self.head(x.mean(dim=(2, 3))).view(x.shape[0], A, 4 + C)
+            return out[..., :4], out[..., 4:]
+
+    model = Head()
+    opt = build_optimizer(model, OptimConfig(), CPU)
+    LRSchedule(base_lr=0.1).apply(opt, 0)
+    step = TrainStep(model, SSDLoss(), opt, device=CPU, grad_clip_norm=1.0, compile=True,
+                     compile_backend="eager")  # fmt: skip
+    ensure_momentum_buffers(opt)
+    for seed in (1, 2):
+        step([_batch(2, seed)])
+    assert compile_counts() == (2, 0), dict(counters["graph_break"])
+    count = count_step(step, [_batch(2, 3)])
+    assert count.syncs == 0, count.sync_names()
+    step([_batch(2, 4)])  # back to the compiled regions: no recompilation
+    assert compile_counts() == (2, 0)

@@ -7,7 +7,9 @@ per image picks the final detections. NMS backends (``nms_backend``), all giving
 greedy result:
 
 - ``"matrix"`` (default, :func:`matrix_nms`): the [k, k] IoU matrix of every block at once, then
-  greedy NMS solved as a fixed point (a handful of whole-batch steps, one host sync per 4 steps);
+  greedy NMS solved as a fixed point (a handful of whole-batch steps; the one host sync of a batch
+  is its convergence check after 8 steps, one more per further 8 steps for suppression chains of
+  8 or more);
 - ``"greedy"`` (:func:`greedy_nms`): one step per candidate rank (k steps of ~15 small kernels),
   no host sync at all;
 - ``"torchvision_single"`` (:func:`torchvision_single_nms`): one ``torchvision.ops.nms`` call over
@@ -109,60 +111,81 @@ def _torchvision_keep(boxes: Tensor, valid: Tensor, threshold: float) -> Tensor:
     return keep.view(g, k)
 
 
+NMS_WORKSPACE_BYTES = 2 * 2**30
+"""Bound on the float32 temporaries of :func:`matrix_nms`'s suppression matrix (12 bytes per box
+pair): groups beyond it are done in further chunks. At ``topk_per_class`` = 200 one chunk holds
+4,473 (image, class) blocks, i.e. 55 images of COCO's 80 classes, so an evaluation batch up to
+that size is one chunk and its operation count does not grow with the batch."""
+
+
 def _suppression_matrix(boxes: Tensor, iou_threshold: float, chunk: int) -> Tensor:
     """bool [G, K, K]: ``[g, j, i]`` = box ``i`` ranks before box ``j`` and would suppress it.
 
     IoUs are computed exactly as :func:`greedy_nms` does (``inter / (area_j + area_i - inter)``
-    in the boxes' dtype), ``chunk`` groups at a time to bound the float temporaries.
+    in the boxes' dtype), ``chunk`` groups at a time to bound the float temporaries (three
+    [chunk, K, K] buffers at the peak).
     """
     g, k, _ = boxes.shape
     earlier = torch.ones(k, k, dtype=torch.bool, device=boxes.device).tril(diagonal=-1)  # i < j
-    out = torch.empty(g, k, k, dtype=torch.bool, device=boxes.device)
+    left, top, right, bottom = (c.unsqueeze(2) for c in boxes.unbind(dim=-1))  # [G, K(j), 1]
+    area = (right - left) * (bottom - top)
+    parts = []
     for s in range(0, g, chunk):
-        b = boxes[s : s + chunk]
-        left, top, right, bottom = (c.unsqueeze(2) for c in b.unbind(dim=-1))  # [g, K(j), 1]
-        area = (right - left) * (bottom - top)
+        x0, y0, x1, y1, a = (c[s : s + chunk] for c in (left, top, right, bottom, area))
         t = lambda c: c.transpose(1, 2)  # noqa: E731  [g, 1, K(i)]
-        inter = torch.minimum(right, t(right)).sub_(torch.maximum(left, t(left))).clamp_(min=0)
-        inter_h = torch.minimum(bottom, t(bottom)).sub_(torch.maximum(top, t(top))).clamp_(min=0)
+        inter = torch.minimum(x1, t(x1)).sub_(torch.maximum(x0, t(x0))).clamp_(min=0)
+        inter_h = torch.minimum(y1, t(y1)).sub_(torch.maximum(y0, t(y0))).clamp_(min=0)
         inter.mul_(inter_h)
-        del inter_h
-        iou = inter / (area + t(area)).sub_(inter)
-        torch.logical_and(~(iou < iou_threshold), earlier, out=out[s : s + chunk])
-    return out
+        union = torch.add(a, t(a), out=inter_h).sub_(inter)  # reuses inter_h's memory
+        iou = torch.div(inter, union, out=union)
+        del inter
+        parts.append(torch.lt(iou, iou_threshold).logical_not_().logical_and_(earlier))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def matrix_nms(boxes: Tensor, valid: Tensor, iou_threshold: float, check_every: int = 4) -> Tensor:
+def matrix_nms(
+    boxes: Tensor,
+    valid: Tensor,
+    iou_threshold: float,
+    check_every: int = 8,
+    workspace_bytes: int = NMS_WORKSPACE_BYTES,
+) -> Tensor:
     """Greedy NMS (same contract and result as :func:`greedy_nms`) without a loop over the ranks.
 
     With ``S[j, i]`` = "box i ranks before j and overlaps it with IoU >= threshold", greedy NMS
     keeps exactly the fixed point of ``keep[j] = valid[j] and not any_i(keep[i] and S[j, i])``
-    (unique: rank j depends only on earlier ranks). Iterating from ``keep = valid`` reaches it
-    after (longest suppression chain + 1) whole-batch steps, at most K; convergence is checked
-    with one host sync every ``check_every`` steps.
+    (unique: rank j depends only on earlier ranks, so after t whole-batch steps from
+    ``keep = valid`` ranks < t are final, and all K after K steps). Convergence is checked every
+    ``check_every`` steps by comparing the last two iterates (one step that changes nothing is the
+    fixed point): the one host sync of a batch whose longest suppression chain is shorter than
+    ``check_every`` (one more per further ``check_every`` steps; none when ``check_every >= K``).
 
     Args:
         boxes: float [G, K, 4] ltrb, sorted by score within each group.
         valid: bool [G, K], candidates taking part.
         iou_threshold: suppression threshold (IoU >= it suppresses).
-        check_every: steps between convergence checks.
+        check_every: steps between convergence checks (>= 1). 8: random outputs and the
+            trained-like ones of ``bench/nms_speed.py`` (up to 4 objects per image, batch 8 and
+            32) converge within it, so a batch makes one sync (4 would make two).
+        workspace_bytes: bound on the float temporaries of the suppression matrix
+            (:data:`NMS_WORKSPACE_BYTES`).
 
     Returns:
         bool [G, K] keep mask.
     """
     k = boxes.shape[1]
-    chunk = max(1, (64 * 2**20) // (k * k * 4 * 3))  # ~64 MiB of float temporaries at a time
+    chunk = max(1, workspace_bytes // max(1, k * k * 4 * 3))
     suppresses = _suppression_matrix(boxes, iou_threshold, chunk)
     suppresses &= valid.unsqueeze(1)  # invalid boxes suppress nothing
-    keep = valid
-    for _ in range(0, k + 1, check_every):
-        new = keep
+    keep, steps = valid, 0
+    while True:
+        previous = keep
         for _ in range(check_every):
-            new = valid & ~(suppresses & new.unsqueeze(1)).any(dim=2)
-        if torch.equal(new, keep):
-            break
-        keep = new
-    return keep
+            previous, keep = keep, valid & ~(suppresses & keep.unsqueeze(1)).any(dim=2)
+        steps += check_every
+        # after K steps every rank is final; before, one unchanged step is the fixed point
+        if steps >= k or torch.equal(keep, previous):
+            return keep
 
 
 def torchvision_single_nms(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
@@ -204,6 +227,10 @@ class PostProcessor:
     Steps: decode boxes, softmax over classes; for each class 1..C-1 keep scores
     > ``score_threshold`` (candidates whose decoded box is not finite are dropped), at most ``topk_per_class`` of them, greedy NMS suppressing IoU >=
     ``nms_iou_threshold``; then the ``max_detections`` best per image by score.
+
+    Fixed shapes and a constant number of operations per batch (up to 55 images of 81 classes
+    per chunk, :data:`NMS_WORKSPACE_BYTES`); the default ``matrix`` backend makes one host sync
+    per batch, its convergence check (:func:`matrix_nms`).
 
     Args:
         score_threshold: strict score threshold (0.05).

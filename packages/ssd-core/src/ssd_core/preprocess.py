@@ -27,10 +27,34 @@ def normalize_images(images: Tensor, dtype: torch.dtype = torch.float32) -> Tens
         raise TypeError(f"normalize_images: expected uint8 RGB images, got {images.dtype}")
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"normalize_images: expected [N, 3, H, W], got {tuple(images.shape)}")
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    mean, std = _mean_std(images.device)
     out = (images.to(torch.float32) / 255.0 - mean) / std
     return out.to(dtype)
+
+
+def _mean_std(device: torch.device) -> tuple[Tensor, Tensor]:
+    """ImageNet mean and std as float32 [1, 3, 1, 1] tensors on ``device``.
+
+    Built once per device in eager mode: a tensor made from Python numbers is a blocking
+    host-to-device copy on CUDA, which must not happen on every step. Inside a compiled region
+    they are graph constants (built at trace time, nothing per call).
+    """
+    if torch.compiler.is_compiling():
+        return _build_mean_std(device)
+    cached = _MEAN_STD.get(device)
+    if cached is None:
+        with torch.inference_mode(False), torch.no_grad():  # usable inside and outside inference
+            cached = _MEAN_STD[device] = _build_mean_std(device)
+    return cached
+
+
+def _build_mean_std(device: torch.device) -> tuple[Tensor, Tensor]:
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    return mean, std
+
+
+_MEAN_STD: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
 
 def forward_normalized(

@@ -4,10 +4,11 @@ Thin by design: resolve the settings, check the inputs that can be checked befor
 built (run folder, backbone weights), then run the chosen mode (train, benchmark, eval) and close
 everything in ``finally``. Exit codes: 0 done (also a run that ended without reaching its target, or
 stopped on request), 2 bad settings or bad input (dataset, annotations, images, weights, a
-checkpoint that does not fit, a run folder that cannot be written: printed as one message, no
-traceback), 3 non-finite loss, 4 the environment failed during the run (disk full, permission
-denied, a folder that vanished: one message naming the path), 130 stopped by Ctrl-C (after
-writing a checkpoint; a second Ctrl-C exits at once), 1 another error (a bug: a traceback).
+checkpoint that does not fit, a run folder that cannot be written, a benchmark that asked for
+CUDA graphs and ran without them: printed as one message, no traceback), 3 non-finite loss, 4 the
+environment failed during the run (disk full, permission denied, a folder that vanished: one
+message naming the path), 130 stopped by Ctrl-C (after writing a checkpoint; a second Ctrl-C
+exits at once), 1 another error (a bug: a traceback).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from ssd_data import DataError, LabelMapError
     from ssd_eval import GroundTruthError
 
+    from ssd_train.benchmark import CudaGraphsSkippedError
     from ssd_train.checkpoint.manager import CheckpointError
     from ssd_train.checkpoint.weights import ExportError
     from ssd_train.dataset import DatasetClassesError
@@ -47,6 +49,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
         GroundTruthError,
         LabelMapError,
         CheckpointError,
+        CudaGraphsSkippedError,
         DatasetClassesError,
         ExportError,
         WeightsError,

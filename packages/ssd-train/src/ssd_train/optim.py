@@ -26,16 +26,15 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, objec
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.SGD:
-    """SGD(momentum, weight decay); fused kernels on CUDA, foreach elsewhere.
+    """SGD(momentum, weight decay), built with the fused kernel (CUDA and CPU alike).
 
     Each param group's ``lr`` is its own float32 0-d tensor on ``device``, 0 until the schedule
     fills it in place (``LRSchedule.apply``): a compiled optimiser step reads it as a graph input,
-    so a new LR value never recompiles and never syncs with the host (SGD accepts a tensor LR with
-    ``fused=True`` on CUDA and with ``foreach=True`` on CPU, torch >= 2.9).
+    so a new LR value never recompiles, and the fused kernel reads it on the device, so an eager
+    step never syncs with the host (the ``foreach`` path turns a tensor LR into a Python number
+    with ``.item()``). ``ssd_train.train_step.TrainStep`` switches a compiled update and FSDP2 to
+    the foreach kernels (Dynamo does not trace fused optimizers; DTensor has no fused SGD).
     """
-    kwargs: dict[str, object] = {"foreach": True}
-    if device.type == "cuda":
-        kwargs = {"fused": True}
     groups = parameter_groups(model, cfg)
     for group in groups:
         group["lr"] = torch.zeros((), dtype=torch.float32, device=device)
@@ -44,7 +43,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) ->
         lr=torch.zeros((), dtype=torch.float32, device=device),
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
-        **kwargs,
+        fused=True,
     )
 
 
@@ -65,3 +64,32 @@ def device_learning_rates(optimizer: torch.optim.Optimizer, device: torch.device
         )
         if not ok:
             group["lr"] = torch.tensor(float(lr), dtype=torch.float32, device=device)
+
+
+def select_sgd_kernels(optimizer: torch.optim.Optimizer, fused: bool) -> None:
+    """Make every param group use SGD's fused kernel (``fused``) or the foreach ones.
+
+    The fused kernel reads a tensor LR on the device (no host sync); Dynamo does not trace fused
+    optimizers (a graph break) and DTensor has no fused SGD, so a compiled update and FSDP2 use
+    foreach (compiled, Inductor fuses it; eager under FSDP2 it reads the LR with ``.item()``).
+    ``TrainStep`` sets the flags before each update (a checkpoint load restores the saved ones);
+    the same values every step, so a compiled update's guards on them hold.
+    """
+    for group in optimizer.param_groups:
+        if "fused" in group and (group["fused"] is not fused or group.get("foreach") is fused):
+            group["fused"], group["foreach"] = fused, not fused
+
+
+def has_step_hooks(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether optimiser step pre/post hooks (its own or global) are registered."""
+    from torch.optim import optimizer as optim_module
+
+    return any(
+        bool(hooks)
+        for hooks in (
+            getattr(optimizer, "_optimizer_step_pre_hooks", None),
+            getattr(optimizer, "_optimizer_step_post_hooks", None),
+            getattr(optim_module, "_global_optimizer_pre_hooks", None),
+            getattr(optim_module, "_global_optimizer_post_hooks", None),
+        )
+    )

@@ -15,9 +15,9 @@ Compilation (``compile=True``, ``compile_mode`` = torch.compile's mode) covers t
    A ``.backward()`` call itself cannot sit inside a Dynamo graph (it is where the compiled
    backward is launched), so forward and update are separate regions; with k micro-batches the
    forward+backward region runs k times, then the update once.
-2. **the update**: gradient clipping (``clip_grad_norm_``, foreach), ``optimizer.step()`` (SGD;
-   ``fused`` on CUDA) and the finite flag, one graph. The LR is a 0-d device tensor in the
-   param groups (``ssd_train.optim``), so a new LR value never recompiles.
+2. **the update**: gradient clipping (``clip_grad_norm_``, foreach), ``optimizer.step()`` (SGD,
+   ``fused``) and the finite flag, one graph. The LR is a 0-d device tensor in the param groups
+   (``ssd_train.optim``), so a new LR value never recompiles, and the eager step never syncs.
 
 ``optimizer.zero_grad(set_to_none=True)`` and the share-weighted accumulation of three 0-d losses
 stay eager (no kernels, resp. two tiny ones per micro-batch). When optimiser step hooks are
@@ -51,6 +51,8 @@ from typing import Any, Literal, Protocol
 import torch
 from ssd_core import encode, forward_normalized
 from torch import Tensor, nn
+
+from ssd_train.optim import has_step_hooks, select_sgd_kernels
 
 CompileMode = Literal["default", "max-autotune-no-cudagraphs", "reduce-overhead"]
 
@@ -209,6 +211,8 @@ class TrainStep:
         self.forward_loss: Callable[..., tuple[Tensor, Tensor]] = compute_loss
         self._loss_tail: Callable[..., tuple[Tensor, Tensor]] = encoded_loss
         self.update: Callable[[Tensor], tuple[Tensor, Tensor]] = self._update
+        self._update_compiled = self._eager_only = False
+        self._fsdp2 = hasattr(model, "set_requires_gradient_sync")
         if compile:
             mode = None if compile_mode == "default" else compile_mode
             options: dict[str, Any] = {"backend": compile_backend}
@@ -221,8 +225,9 @@ class TrainStep:
                 self._loss_tail = torch.compile(encoded_loss, **options)
             else:
                 self.forward_loss = torch.compile(compute_loss, **options)
-            if not hasattr(model, "set_requires_gradient_sync"):  # not FSDP2 (DTensor grads)
+            if not self._fsdp2:  # FSDP2's gradients are DTensors: eager update
                 self.update = torch.compile(self._update, **options)
+                self._update_compiled = True
 
     def __call__(self, micro_batches: Sequence[MicroBatch]) -> StepOutput:
         if not micro_batches:
@@ -252,7 +257,11 @@ class TrainStep:
                     )
                     (total * share).backward()
                 sums += parts * share
-        update = self._update_with_hooks if _has_step_hooks(self.optimizer) else self.update
+        hooks = has_step_hooks(self.optimizer)
+        compiled_update = self._update_compiled and not (hooks or self._eager_only)
+        update = self._update_with_hooks if hooks else self._update
+        update = self.update if compiled_update else update
+        select_sgd_kernels(self.optimizer, fused=not (compiled_update or self._fsdp2))
         grad_norm, finite = update(sums)
         if self.compiled and self.compile_mode == "reduce-overhead":
             # CUDA-graph outputs are overwritten by the next replay; callers keep these longer
@@ -290,6 +299,17 @@ class TrainStep:
         finally:
             for module, _ in self._compiled_forwards:
                 del module.forward
+
+    @contextlib.contextmanager
+    def run_eagerly(self) -> Iterator[None]:
+        """Steps inside run every region eagerly (``torch.compiler.set_stance("force_eager")``)
+        with the eager update's SGD kernel: what the step's code does without compilation."""
+        self._eager_only = True
+        try:
+            with torch.compiler.set_stance("force_eager"):
+                yield
+        finally:
+            self._eager_only = False
 
     def warm_up(self, batch: MicroBatch, micro_batches: int = 1, steps: int = 2) -> None:
         """Compile (and for CUDA graphs record) every region, then restore all state.
@@ -374,21 +394,6 @@ def _restored(
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state(cuda_rng, device)
-
-
-def _has_step_hooks(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether optimiser step pre/post hooks (its own or global) are registered."""
-    from torch.optim import optimizer as optim_module
-
-    return any(
-        bool(hooks)
-        for hooks in (
-            getattr(optimizer, "_optimizer_step_pre_hooks", None),
-            getattr(optimizer, "_optimizer_step_post_hooks", None),
-            getattr(optim_module, "_global_optimizer_pre_hooks", None),
-            getattr(optim_module, "_global_optimizer_post_hooks", None),
-        )
-    )
 
 
 def _clone(value: Any) -> Any:

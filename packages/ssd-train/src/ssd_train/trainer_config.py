@@ -162,8 +162,16 @@ class BenchmarkConfig(SettingsSection):
         alias="json",
         description="Also write the result as JSON to this file (--benchmark.json FILE): img_per_s, step_ms,"
         " graph_breaks, graphs, recompiles, peak_memory_bytes, peak_memory_kind, device, precision,"
-        " compile_mode, batch_size, world_size.",
+        " compile_mode, batch_size, world_size, ops_per_step, syncs_per_step, sync_ops,"
+        " cudagraph_skips.",
     )
+    trace_path: Path | None = Field(
+        None,
+        alias="trace",
+        description="Also profile untimed steps after the timed ones with torch.profiler and write"
+        " a Chrome/Perfetto trace to this file (--benchmark.trace FILE; a .gz name compresses it).",
+    )
+    trace_steps: int = Field(10, ge=1, description="Steps in the --benchmark.trace profile.")
 
 
 class SyntheticConfig(SettingsSection):
