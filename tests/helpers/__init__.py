@@ -14,4 +14,6 @@
   reference code, pycocotools scoring, a real submission's hyperparameters;
   ``eval_dist_worker``: one rank of the distributed evaluation tests.
 - ``infra`` / ``infra_standins``: paths and script loading for infra/, stand-in cluster tools.
+- ``predict``: a synthetic val set and exported random weights for ``ssd-predict``;
+  ``wandb_offline``: an offline wandb run confined to the test's folder.
 """

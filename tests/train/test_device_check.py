@@ -28,7 +28,7 @@ def test_device_scripts_are_executable_and_install_only_offline() -> None:
 
 
 def _preflight_module():
-    from tests.infra._helpers import load_script
+    from tests.helpers.infra import load_script
 
     return load_script("device_preflight.py")
 

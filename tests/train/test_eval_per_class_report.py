@@ -18,6 +18,8 @@ from ssd_train.report.reporter import RunReporter
 from ssd_train.score_weights import evaluation_report
 from ssd_train.validation import EvalHistory, RunEvaluations
 
+from tests.helpers.wandb_offline import isolate_wandb
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -146,11 +148,7 @@ def test_wandb_offline_run_holds_table_and_plots(
 ) -> None:
     import wandb
 
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(var, str(tmp_path / "home" / var))
+    isolate_wandb(monkeypatch, tmp_path)
     run_dir = tmp_path / "run"
     cfg = LoggingConfig(progress="off", wandb=WandbConfig(enabled=True, mode="offline"))
     try:

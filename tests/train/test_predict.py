@@ -11,40 +11,28 @@ import torch
 from PIL import Image
 from ssd_core.model import SSD300
 from ssd_core.postprocess import PostProcessor
-from ssd_data.synthetic.generate import generate_synthetic_coco
 from ssd_eval.cli import main as ssd_eval_main
-from ssd_train.checkpoint.weights import export_weights
 from ssd_train.predict.cli import main
 from ssd_train.predict.sources import assign_image_ids, label_map
+
+from tests.helpers.predict import export_random_model, good_and_bad_images, synthetic_val_set
 
 TOPK = 20  # small post-processing blocks keep the test fast
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("syn")
-    return generate_synthetic_coco(
-        root, train_images=0, val_images=3, seed=3, difficulty="easy", categories="used", workers=1
-    )
+    return synthetic_val_set(tmp_path_factory.mktemp("syn"), images=3)
 
 
 @pytest.fixture(scope="module")
 def weights(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Random-init SSD300 exported as ssd-train does, settings naming the val json."""
-    gt = json.loads((dataset / "annotations" / "instances_val2017.json").read_text())
-    num_classes = len(gt["categories"]) + 1
-    torch.manual_seed(0)
-    model = SSD300(num_classes=num_classes, backbone_weights=None)
-    settings = {
-        "model": {"num_classes": num_classes, "topk_per_class": TOPK, "max_detections": TOPK},
-        "data": {
-            "val_annotations": str(dataset / "annotations" / "instances_val2017.json"),
-            "augment_impl": "reference",
-        },
+    data = {
+        "val_annotations": str(dataset / "annotations" / "instances_val2017.json"),
+        "augment_impl": "reference",
     }
-    path = tmp_path_factory.mktemp("w") / "best.pt"
-    export_weights(model, path, {"settings": settings, "epoch": 0, "step": 0})
-    return path
+    return export_random_model(dataset, tmp_path_factory.mktemp("w") / "best.pt", TOPK, data)
 
 
 def test_predict_folder_draws_images_and_ssd_eval_accepts_predictions(
@@ -167,11 +155,7 @@ def test_image_id_rules() -> None:
 def test_unreadable_image_is_skipped_and_counted(
     dataset: Path, weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    good = sorted((dataset / "val2017").glob("*.jpg"))[0]
-    (folder / good.name).write_bytes(good.read_bytes())
-    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    folder, good = good_and_bad_images(dataset, tmp_path / "imgs", "broken.jpg", b"not a jpeg")
     rc = main(
         [
             "--weights",

@@ -8,33 +8,19 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from ssd_core.model import SSD300
-from ssd_data import generate_synthetic_coco
-from ssd_train.checkpoint.weights import export_weights
 from ssd_train.predict.cli import main
 
-from tests.helpers.datasets import claim_jpeg_size
+from tests.helpers.predict import export_random_model, good_and_bad_images, synthetic_val_set
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("syn")
-    return generate_synthetic_coco(
-        root, train_images=0, val_images=2, seed=3, difficulty="easy", categories="used", workers=1
-    )
+    return synthetic_val_set(tmp_path_factory.mktemp("syn"), images=2)
 
 
 @pytest.fixture(scope="module")
 def weights(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gt = json.loads((dataset / "annotations" / "instances_val2017.json").read_text())
-    num_classes = len(gt["categories"]) + 1
-    torch.manual_seed(0)
-    model = SSD300(num_classes=num_classes, backbone_weights=None)
-    settings = {"model": {"num_classes": num_classes, "topk_per_class": 20, "max_detections": 20}}
-    path = tmp_path_factory.mktemp("w") / "best.pt"
-    export_weights(model, path, {"settings": settings, "epoch": 0, "step": 0})
-    return path
+    return export_random_model(dataset, tmp_path_factory.mktemp("w") / "best.pt", topk=20)
 
 
 def _one_error(capsys: pytest.CaptureFixture[str]) -> str:
@@ -64,11 +50,7 @@ def test_an_out_folder_that_cannot_be_made_is_refused_before_the_model_loads(
 def test_a_bomb_is_skipped_by_name_and_the_rest_predicted(
     dataset: Path, weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    good = sorted((dataset / "val2017").glob("*.jpg"))[0]
-    (folder / good.name).write_bytes(good.read_bytes())
-    (folder / "bomb.jpg").write_bytes(claim_jpeg_size(good.read_bytes(), 60_000, 60_000))
+    folder, good = good_and_bad_images(dataset, tmp_path / "imgs", "bomb.jpg", None)
     rc = main(["--weights", str(weights), str(folder), "--out", str(tmp_path / "o"),
                "--device", "cpu", "--no-draw"])  # fmt: skip
     assert rc == 0

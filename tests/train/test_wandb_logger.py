@@ -14,6 +14,8 @@ from ssd_train.report.wandb_logger import (
     stable_run_id,
 )
 
+from tests.helpers.wandb_offline import isolate_wandb
+
 ON = WandbConfig(enabled=True)
 
 
@@ -83,11 +85,7 @@ def test_offline_run_in_run_folder_resumes_same_id(
 ) -> None:
     import wandb
 
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(var, str(tmp_path / "home" / var))
+    isolate_wandb(monkeypatch, tmp_path)
     run_dir = tmp_path / "run"
     try:
         for segment in range(2):  # a first job and its requeued continuation

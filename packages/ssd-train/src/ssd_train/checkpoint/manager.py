@@ -247,17 +247,6 @@ class CheckpointManager:
         dcp_state = {k: state[k] for k in DCP_KEYS}
         per_rank = {k: state[k] for k in PER_RANK_KEYS if k in state}
         shared = {k: v for k, v in state.items() if k not in DCP_KEYS and k not in PER_RANK_KEYS}
-        return self._write(step, dcp_state, shared, per_rank, epoch, block)
-
-    def _write(
-        self,
-        step: int,
-        state: dict[str, Any],
-        shared: dict[str, Any],
-        per_rank: dict[str, Any],
-        epoch: int,
-        block: bool,
-    ) -> Path | None:
         if not self.cfg.enabled:
             return None
         self.wait()
@@ -268,7 +257,7 @@ class CheckpointManager:
                     f"cannot checkpoint {bad}: checkpoints hold only tensors, numbers, strings, lists, "
                     "tuples and dicts (so that torch.load(weights_only=True) reads them); convert it"
                 )
-        if not all_finite(state):
+        if not all_finite(dcp_state):
             raise NonFiniteCheckpointError(
                 f"refusing to write the checkpoint of step {step}: the model or optimiser state holds "
                 f"NaN/Inf values. Last good checkpoint: {self.last_saved or 'none'}."
@@ -278,9 +267,9 @@ class CheckpointManager:
             log.info("checkpoint %s already exists and is complete; not rewriting it", folder)
             self.last_saved = folder
             return folder
-        self._need_bytes = tensor_bytes(state) + tensor_bytes(shared) + tensor_bytes(per_rank)
+        self._need_bytes = tensor_bytes(dcp_state) + tensor_bytes(shared) + tensor_bytes(per_rank)
         try:
-            self._write_folder(folder, step, state, shared, per_rank, epoch, block)
+            self._write_folder(folder, step, dcp_state, shared, per_rank, epoch, block)
         except (Exception, dcp.CheckpointException) as error:  # DCP's is a BaseException
             failure = self._write_error(folder, error)
             if failure is error:
