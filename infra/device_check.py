@@ -139,6 +139,7 @@ def _eval_row(args: argparse.Namespace) -> list[str]:
     """Inference + NMS + COCO scoring of ``args.eval_images`` synthetic val images, in process."""
     import torch
     from ssd_core import ModelConfig, build_detector
+    from ssd_data import label_to_category_id
     from ssd_eval import EvalConfig
     from ssd_eval.synthetic import make_ground_truth
     from ssd_train.validation import Evaluation
@@ -157,9 +158,11 @@ def _eval_row(args: argparse.Namespace) -> list[str]:
     ]
 
     class Loader:
-        """What ``Evaluation`` reads: ``num_samples`` and batches of images + image ids."""
+        """What ``Evaluation`` reads: ``num_samples``, the label map (``index``) and batches of
+        images + image ids."""
 
         num_samples = len(ids)
+        index = SimpleNamespace(label_to_category_id=label_to_category_id(gt["categories"]))
 
         def __iter__(self) -> object:
             return iter(batches)

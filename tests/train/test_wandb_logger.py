@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,9 @@ def test_offline_run_in_run_folder_resumes_same_id(
         wandb.teardown()
     run_id = (run_dir / "wandb" / "run-id.txt").read_text().strip()
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(runs) >= 1 and all(r.name.endswith(f"-{run_id}") for r in runs)
+    # one folder per segment, named by its start second; wandb adds "-1" when two segments
+    # start in the same second
+    pattern = re.compile(rf"offline-run-\d{{8}}_\d{{6}}-{re.escape(run_id)}(-\d+)?")
+    assert len(runs) >= 1 and all(pattern.fullmatch(r.name) for r in runs), runs
     data = b"".join(f.read_bytes() for r in runs for f in r.glob(f"run-{run_id}.wandb"))
     assert b"train/loss/total" in data
