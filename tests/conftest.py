@@ -2,7 +2,7 @@
 never outlive their test.
 
 CUDA is hidden (``CUDA_VISIBLE_DEVICES=""``, unless set by the caller) so that every test runs the
-CPU code paths, as CI does. A session whose marker expression selects ``gpu`` tests (``pytest -m
+CPU code paths, as CI does. A pytest run whose marker expression selects ``gpu`` tests (``pytest -m
 gpu``) leaves CUDA visible; ``gpu`` tests are skipped wherever no CUDA device is visible.
 """
 
