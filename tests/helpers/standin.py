@@ -7,7 +7,8 @@ through exactly the code SSD300 goes through; only the network is small.
 from __future__ import annotations
 
 import torch
-from ssd_core import Detector, ModelConfig, PostProcessor, SSDLoss
+from ssd_core import COCO_NUM_CLASSES, Detector, ModelConfig, SSDLoss
+from ssd_core.build import build_postprocessor
 from torch import Tensor, nn
 
 NUM_ANCHORS = 8732
@@ -46,11 +47,5 @@ class TinySSD(nn.Module):
 def tiny_detector(cfg: ModelConfig) -> Detector:
     """``ssd_core.build_detector`` with :class:`TinySSD` in place of SSD300 (same loss and
     post-processing settings)."""
-    postprocessor = PostProcessor(
-        score_threshold=cfg.score_threshold,
-        nms_iou_threshold=cfg.nms_iou_threshold,
-        topk_per_class=cfg.topk_per_class,
-        max_detections=cfg.max_detections,
-        nms_backend=cfg.nms_backend,
-    )
-    return Detector(TinySSD(cfg.num_classes or 81), SSDLoss(), postprocessor)
+    num_classes = cfg.num_classes or COCO_NUM_CLASSES
+    return Detector(TinySSD(num_classes), SSDLoss(), build_postprocessor(cfg))

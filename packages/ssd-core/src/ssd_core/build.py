@@ -27,14 +27,18 @@ def build_detector(cfg: ModelConfig) -> Detector:
     """
     num_classes = cfg.num_classes or COCO_NUM_CLASSES
     model = SSD300(num_classes=num_classes, backbone_weights=cfg.backbone_weights)
-    postprocessor = PostProcessor(
+    return Detector(model=model, criterion=SSDLoss(), postprocessor=build_postprocessor(cfg))
+
+
+def build_postprocessor(cfg: ModelConfig) -> PostProcessor:
+    """The evaluation post-processing (decode + NMS) with ``cfg``'s thresholds and sizes."""
+    return PostProcessor(
         score_threshold=cfg.score_threshold,
         nms_iou_threshold=cfg.nms_iou_threshold,
         topk_per_class=cfg.topk_per_class,
         max_detections=cfg.max_detections,
         nms_backend=cfg.nms_backend,
     )
-    return Detector(model=model, criterion=SSDLoss(), postprocessor=postprocessor)
 
 
 def encode_compute_dtype(cfg: ModelConfig) -> torch.dtype:
