@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from ssd_core import ModelConfig, PostProcessor, forward_normalized
+from ssd_core.build import build_postprocessor as postprocessor_of
 from ssd_data.config import DEFAULT_MAX_IMAGE_PIXELS
 from ssd_data.host.augment import resize_eval
 from ssd_data.host.decode import UnreadableImage, load_rgb, open_image, rgb_array
@@ -49,13 +50,7 @@ def build_postprocessor(metadata: dict[str, Any], score_threshold: float) -> Pos
         cfg = ModelConfig.model_validate({k: v for k, v in model_settings.items() if k in known})
     except ValueError:  # settings of another version: the defaults
         cfg = ModelConfig()
-    return PostProcessor(
-        score_threshold=score_threshold,
-        nms_iou_threshold=cfg.nms_iou_threshold,
-        topk_per_class=cfg.topk_per_class,
-        max_detections=cfg.max_detections,
-        nms_backend=cfg.nms_backend,
-    )
+    return postprocessor_of(cfg.model_copy(update={"score_threshold": score_threshold}))
 
 
 def _read(
