@@ -50,8 +50,8 @@ from ssd_data.samples.loop import (
     AugmentImpl,
     BadImagePolicy,
     Event,
-    bad_image_error,
     size_events,
+    unreadable_event,
 )
 
 
@@ -100,11 +100,8 @@ class DeviceEvalSampleFn:
         try:
             data, hw, host_decode = read_encoded(path, self.max_pixels)
         except UnreadableImage as e:
-            if self.policy == "error":
-                raise bad_image_error(path, e.reason, image_id, self.index.path) from None
-            return EncodedEvalSample(
-                None, params, image_id, size, str(path), [("bad_image", str(path), e.reason)]
-            )
+            event = unreadable_event(self.policy, path, e.reason, image_id, self.index.path)
+            return EncodedEvalSample(None, params, image_id, size, str(path), [event])
         decoded = _draft_hw(data, hw) if self.impl == "fast" else hw
         params[P_RIGHT], params[P_BOTTOM] = decoded[1], decoded[0]  # the whole image
         params[P_HEIGHT], params[P_WIDTH] = decoded
@@ -241,10 +238,8 @@ class DeviceEvalResizer:
         try:
             image = pil_decode_eval(batch.data[k], path, self.impl)
         except UnreadableImage as e:
-            if self.policy == "error":
-                image_id = int(batch.image_ids[k])
-                raise bad_image_error(path, e.reason, image_id, self.annotations) from None
-            events.append(("bad_image", str(path), e.reason))
+            image_id = int(batch.image_ids[k])  # the rare fallback path: a host read
+            events.append(unreadable_event(self.policy, path, e.reason, image_id, self.annotations))
             return None
         if self.device.type == "cuda":  # pinned: the copy does not block
             image = image.contiguous().pin_memory()

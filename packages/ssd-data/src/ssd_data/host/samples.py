@@ -23,8 +23,8 @@ from ssd_data.samples.loop import (
     Event,
     SampleSource,
     TrainSample,
-    bad_image_error,
     size_events,
+    unreadable_event,
 )
 
 
@@ -73,7 +73,6 @@ class EvalSampleFn:
         try:
             image, decoded_hw = resize_eval(path, impl=self.impl, max_pixels=self.max_pixels)
         except UnreadableImage as e:
-            if self.policy == "error":
-                raise bad_image_error(path, e.reason, image_id, self.index.path) from None
-            return EvalSample(None, image_id, size, [("bad_image", str(path), e.reason)])
+            event = unreadable_event(self.policy, path, e.reason, image_id, self.index.path)
+            return EvalSample(None, image_id, size, [event])
         return EvalSample(image, image_id, size, size_events(path, size, decoded_hw))

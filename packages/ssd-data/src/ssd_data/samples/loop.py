@@ -56,6 +56,16 @@ def bad_image_error(path: Path, reason: str, image_id: int, annotations: Path) -
     )
 
 
+def unreadable_event(
+    policy: BadImagePolicy, path: Path, reason: str, image_id: int, annotations: Path
+) -> Event:
+    """The ``bad_image`` event of an unreadable image file, or, under ``policy="error"``, its
+    :func:`bad_image_error` raised. The one rule of both paths, in training and evaluation."""
+    if policy == "error":
+        raise bad_image_error(path, reason, image_id, annotations) from None
+    return ("bad_image", str(path), reason)
+
+
 def size_events(path: Path, annotated: tuple[int, int], decoded: tuple[int, int]) -> list[Event]:
     """A ``size_mismatch`` event when the file's (height, width) is not the annotated one."""
     if annotated == decoded:
@@ -137,10 +147,10 @@ class SampleSource:
 
     def record_unreadable(self, i: int, reason: str, events: list[Event]) -> None:
         """Count dataset image ``i`` as unreadable, or raise under ``policy="error"``."""
-        path = self.path(i)
-        if self.policy == "error":
-            raise bad_image_error(path, reason, self.index.image_id(i), self.index.path)
-        events.append(("bad_image", str(path), reason))
+        image_id = self.index.image_id(i)
+        events.append(
+            unreadable_event(self.policy, self.path(i), reason, image_id, self.index.path)
+        )
 
     def too_many_unreadable(self, events: list[Event]) -> BadImageError:
         """The error when every replacement of a sample was unreadable too."""
