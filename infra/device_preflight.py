@@ -205,7 +205,7 @@ def check_tiny_compile() -> str:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":  # the same console as a compiled run: no "No CUDA runtime" notice
-        from ssd_train.components import quiet_cpu_compile_notice
+        from ssd_train.report.console import quiet_cpu_compile_notice
 
         quiet_cpu_compile_notice()
     x = torch.arange(16, dtype=torch.float32, device=device)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from tests.helpers import jobs
+from tests.helpers import jobs, prelaunch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
@@ -37,6 +37,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip = pytest.mark.skip(reason="needs a CUDA GPU: run `pytest -m gpu` on a GPU host")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # the prelaunch server imports torch in the background while the first tests run
+    if any("prelaunched" in getattr(item, "fixturenames", ()) for item in session.items):
+        prelaunch.start_server()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    prelaunch.stop_server()
+
+
+@pytest.fixture(scope="session")
+def prelaunched():
+    """:mod:`tests.helpers.prelaunch` with its server started: launches without import time."""
+    prelaunch.start_server()
+    return prelaunch
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,41 +27,35 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def two_rank_reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, list[dict]]:
+def two_rank_reports(
+    tmp_path_factory: pytest.TempPathFactory, prelaunched
+) -> tuple[dict, list[dict]]:
 
     out = tmp_path_factory.mktemp("dist")
     gt = make_ground_truth(**dist_worker.GROUND_TRUTH)
     (out / "gt.json").write_text(json.dumps(gt))
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.helpers.eval_dist_worker",
-                str(rank),
-                "2",
-                str(port),
-                str(out),
-            ],
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    procs = [  # forked from a process that has imported torch already
+        prelaunched.launch(
+            "tests.helpers.eval_dist_worker",
+            [str(rank), "2", str(port), str(out)],
             env=env,
             cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            stdout=out / f"rank{rank}.log",
         )
         for rank in range(2)
     ]
-    logs = []
     try:
         for proc in procs:
-            logs.append(proc.communicate(timeout=150)[0])
+            proc.wait(timeout=150)
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    logs = [(out / f"rank{rank}.log").read_text() for rank in range(2)]
     for proc, log in zip(procs, logs, strict=True):
         assert proc.returncode == 0, log
     return gt, [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]

@@ -141,8 +141,9 @@ def test_skipped_cuda_graphs_fail_a_reduce_overhead_benchmark() -> None:
     torch._dynamo.reset()
     counters.clear()
     assert cudagraph_skips() == 0
-    fn = torch.compile(lambda x: (x * 2).sin(), mode="reduce-overhead")
-    fn(torch.ones(4))
+    # a matmul only: Inductor calls aten's kernel (no C++ to build), then decides on CUDA graphs
+    fn = torch.compile(lambda x: x @ x, mode="reduce-overhead")
+    fn(torch.ones(4, 4))
     skips = cudagraph_skips()
     assert skips >= 1
     with pytest.raises(CudaGraphsSkippedError, match=r"reduce-overhead.*skipped CUDA graphs"):

@@ -1,8 +1,10 @@
-"""A real ``ssd_train`` run whose run folder fills up: exit 4, one message, resume after freeing.
+"""An ``ssd_train`` run whose run folder fills up: exit 4, one message, resume after freeing.
 
-The run folder lies on a 150 MB tmpfs (one SSD300 checkpoint is ~97 MB: the first fits, the
-second does not). Where mounting is not permitted (not root, no CAP_SYS_ADMIN) the same run goes
-in-process with DCP's data files of the second checkpoint written to ``/dev/full`` instead.
+The run trains the tiny stand-in network (``tests/helpers/cli_standin.py``: the real CLI and
+trainer, a ~0.7 MB checkpoint) in a process forked from one that has imported torch already
+(``tests/helpers/prelaunch.py``). Its run folder lies on a 1100 kB tmpfs: the first checkpoint
+fits, the second does not. Where mounting is not permitted (not root, no CAP_SYS_ADMIN) the same
+run goes in-process with DCP's data files of the second checkpoint written to ``/dev/full``.
 """
 
 from __future__ import annotations
@@ -12,17 +14,17 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from ssd_train.checkpoint.files import latest_complete, list_checkpoints, step_dir
 
-from tests.helpers import jobs as h
+from tests.helpers.cli import cli_env, run_ssd_train
+from tests.helpers.standin import tiny_detector
 
-SMALL = "150m"
-FREED = "400m"
+SMALL = "1100k"  # one stand-in checkpoint (~712 kB on disk) and the logs fit, two do not
+FREED = "16m"
 
 
 def _args(run: Path, cache: Path, max_steps: int) -> list[str]:
@@ -35,9 +37,7 @@ def _args(run: Path, cache: Path, max_steps: int) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSD_")}
-    env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"})
-    return env
+    return cli_env(OMP_NUM_THREADS="1")
 
 
 def _mount(point: Path, size: str, *options: str) -> bool:
@@ -72,10 +72,13 @@ def _check_failure(out: str, run: Path) -> None:
     line = lines[0]
     assert line.startswith(f"ssd-train: cannot write checkpoint {step_dir(run, 4)}: No space left")
     # the size it names is what the complete step-2 folder holds (within 10%)
-    need = re.search(r"it needs about ([0-9.]+) MB, ([0-9.]+ .?B) free on that file system", line)
+    need = re.search(
+        r"it needs about ([0-9.]+) (kB|MB), ([0-9.]+ .?B) free on that file system", line
+    )
     assert need, line
+    needed = float(need.group(1)) * {"kB": 1e3, "MB": 1e6}[need.group(2)]
     on_disk = sum(p.stat().st_size for p in first.iterdir())
-    assert 0.9 * on_disk <= float(need.group(1)) * 1e6 <= 1.1 * on_disk, (need.group(1), on_disk)
+    assert 0.9 * on_disk <= needed <= 1.1 * on_disk, (need.group(0), on_disk)
     assert f"resume from {first}" in line
     assert "Traceback" not in out and "CheckpointException" not in out, out[-4000:]
     # the torn step-4 is gone; step-2 is the newest complete checkpoint
@@ -85,21 +88,22 @@ def _check_failure(out: str, run: Path) -> None:
 
 
 def test_full_run_folder_exits_4_and_resumes_after_space_is_freed(
-    small_disk, tmp_path, tmp_path_factory, monkeypatch, capsys
+    small_disk, tmp_path, tmp_path_factory, monkeypatch, capsys, prelaunched
 ):
     cache = Path(tmp_path_factory.getbasetemp()) / "synthetic-cache"
     if small_disk is not None:
         run = small_disk / "run"
-        done = h.run_job([sys.executable, "-m", "ssd_train", *_args(run, cache, 6)], _env(), 300)
+        done = run_ssd_train(*_args(run, cache, 6), standin=True, prelaunched=True, env=_env())
         out = done.stdout + done.stderr
         assert done.returncode == 4, out[-4000:]
         assert f"free on the file system of the run folder {run}" in out  # the start-up warning
         _check_failure(out, run)
         assert _mount(small_disk, FREED, "remount")  # space freed
-        done = h.run_job([sys.executable, "-m", "ssd_train", *_args(run, cache, 3)], _env(), 300)
+        done = run_ssd_train(*_args(run, cache, 3), standin=True, prelaunched=True, env=_env())
         out = done.stdout + done.stderr
     else:  # no mount: the second checkpoint's data files go to /dev/full, in this process
         import torch.distributed.checkpoint.filesystem as dcp_fs
+        from ssd_train import components
         from ssd_train.__main__ import main
 
         original = dcp_fs.FileSystem.create_stream
@@ -114,6 +118,7 @@ def test_full_run_folder_exits_4_and_resumes_after_space_is_freed(
         for key, value in _env().items():
             monkeypatch.setenv(key, value)
         monkeypatch.setattr(dcp_fs.FileSystem, "create_stream", create_stream)
+        monkeypatch.setattr(components, "build_detector", tiny_detector)
         assert main(_args(run, cache, 6)) == 4
         captured = capsys.readouterr()
         _check_failure(captured.out + captured.err, run)

@@ -1,7 +1,10 @@
 """Ctrl-C (SIGINT) to a real ``python -m ssd_train``: checkpoint, exit 130, resume; a second Ctrl-C.
 
 The trainer is started with SIGINT's default disposition, as from an interactive shell (a child
-inherits an ignored SIGINT, e.g. when pytest runs as a background job of a script).
+inherits an ignored SIGINT, e.g. when pytest runs as a background job of a script). The
+single-process runs train the tiny stand-in network (``tests/helpers/cli_standin.py``) in a
+process forked from one that has imported torch already (``tests/helpers/prelaunch.py``); the
+torchrun run launches SSD300 for real.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pytest
 from ssd_train.checkpoint.files import list_checkpoints
 
 from tests.helpers import jobs as h
+from tests.helpers import prelaunch
 
 
 def _args(run: Path, cache: Path, *extra: str) -> list[str]:
@@ -41,9 +45,14 @@ def _default_sigint() -> None:
 
 def _start(
     run: Path, cache: Path, *extra: str, launcher: tuple[str, ...] = ()
-) -> tuple[subprocess.Popen, Path]:
+) -> tuple[subprocess.Popen | prelaunch.PrelaunchedProcess, Path]:
+    """``launcher``: e.g. torchrun, launched for real; none: the stand-in run, prelaunched."""
     run.parent.mkdir(parents=True, exist_ok=True)
     log = run.parent / f"{run.name}-{len(list(run.parent.glob(f'{run.name}-*.txt')))}.txt"
+    if not launcher:
+        args = _args(run, cache, *extra)
+        module = "tests.helpers.cli_standin"
+        return h.track(prelaunch.launch(module, args, env=_env(), cwd=Path.cwd(), stdout=log)), log
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, *launcher, "-m", "ssd_train", *_args(run, cache, *extra)],
@@ -56,7 +65,9 @@ def _start(
     return h.track(proc), log
 
 
-def _wait_for_step(proc: subprocess.Popen, log: Path, run: Path, step: int) -> None:
+def _wait_for_step(
+    proc: subprocess.Popen | prelaunch.PrelaunchedProcess, log: Path, run: Path, step: int
+) -> None:
     deadline = time.monotonic() + 240
     metrics = run / "metrics.jsonl"
     while time.monotonic() < deadline:
@@ -69,7 +80,9 @@ def _wait_for_step(proc: subprocess.Popen, log: Path, run: Path, step: int) -> N
     raise AssertionError(f"step {step} never logged:\n{log.read_text()[-4000:]}")
 
 
-def test_ctrl_c_writes_a_checkpoint_exits_130_and_the_rerun_resumes(tmp_path, tmp_path_factory):
+def test_ctrl_c_writes_a_checkpoint_exits_130_and_the_rerun_resumes(
+    tmp_path, tmp_path_factory, prelaunched
+):
     run, cache = tmp_path / "run", Path(tmp_path_factory.getbasetemp()) / "synthetic-cache"
     stop_args = ("--schedule.max-steps=100", "--checkpoint.every-steps=0")
     proc, log = _start(run, cache, *stop_args, "--resilience.preemption.check-every-steps=1")
@@ -95,11 +108,13 @@ def test_ctrl_c_writes_a_checkpoint_exits_130_and_the_rerun_resumes(tmp_path, tm
     assert f"resumed from {newest.path} (step {newest.step}," in out, out[-4000:]
 
 
-def test_second_ctrl_c_exits_at_once_leaving_the_complete_checkpoint(tmp_path, tmp_path_factory):
+def test_second_ctrl_c_exits_at_once_leaving_the_complete_checkpoint(
+    tmp_path, tmp_path_factory, prelaunched
+):
     run, cache = tmp_path / "run", Path(tmp_path_factory.getbasetemp()) / "synthetic-cache"
     # the first Ctrl-C is acted on only every 1000 steps: the second one must not wait for it
     proc, log = _start(
-        run, cache, "--schedule.max-steps=100", "--checkpoint.every-steps=2",
+        run, cache, "--schedule.max-steps=100000", "--checkpoint.every-steps=2",
         "--checkpoint.asynchronous=false", "--resilience.preemption.check-every-steps=1000",
     )  # fmt: skip
     _wait_for_step(proc, log, run, 3)

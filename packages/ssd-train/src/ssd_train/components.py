@@ -6,7 +6,6 @@ times exactly the step that training runs.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -17,26 +16,9 @@ from torch import Tensor, nn
 
 from ssd_train.distributed import DistributedContext, wrap_model
 from ssd_train.optim import build_optimizer
+from ssd_train.report.console import quiet_cpu_compile_notice
 from ssd_train.settings import Settings
 from ssd_train.train_step import TrainStep
-
-CPP_EXTENSION_LOGGER = "torch.utils.cpp_extension"
-_NO_CUDA_RUNTIME = "No CUDA runtime is found"
-
-
-class _DropNoCudaRuntime(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_NO_CUDA_RUNTIME)
-
-
-def quiet_cpu_compile_notice() -> None:
-    """Drop torch's "No CUDA runtime is found, using CUDA_HOME=..." warning, which compiling on
-    a CPU prints when a CUDA toolkit is installed (inductor imports ``torch.utils.cpp_extension``):
-    expected there, so not news. Only that message of that logger is dropped; its other warnings
-    and errors still show. Idempotent."""
-    logger = logging.getLogger(CPP_EXTENSION_LOGGER)
-    if not any(isinstance(f, _DropNoCudaRuntime) for f in logger.filters):
-        logger.addFilter(_DropNoCudaRuntime())
 
 
 @dataclass

@@ -1,5 +1,7 @@
 """Console lines of a run's start and end: device and precision, the final summary, the command
-that continues the run.
+that continues the run; and the one library notice the console drops (torch's "No CUDA runtime"
+when compiling on a CPU). Nothing here imports torch at import time: a settings error is answered
+before torch loads.
 
 The continue command is the run's own command line (``remember_command`` keeps the argv that
 ``ssd-train`` parsed; default ``sys.argv[1:]``) with its ``SSD_*`` environment settings in front,
@@ -12,13 +14,16 @@ same launcher shape (``uv run torchrun --nproc-per-node N -m ssd_train``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 _COMMAND: list[str] | None = None
 
@@ -29,6 +34,25 @@ _RUN_DIR, _RESUME, _MAX_STEPS, _MAX_EPOCHS = (
     "schedule.max-steps",
     "schedule.max-epochs",
 )
+
+
+CPP_EXTENSION_LOGGER = "torch.utils.cpp_extension"
+_NO_CUDA_RUNTIME = "No CUDA runtime is found"
+
+
+class _DropNoCudaRuntime(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_NO_CUDA_RUNTIME)
+
+
+def quiet_cpu_compile_notice() -> None:
+    """Drop torch's "No CUDA runtime is found, using CUDA_HOME=..." warning, which compiling on
+    a CPU prints when a CUDA toolkit is installed (inductor imports ``torch.utils.cpp_extension``):
+    expected there, so not news. Only that message of that logger is dropped; its other warnings
+    and errors still show. Idempotent."""
+    logger = logging.getLogger(CPP_EXTENSION_LOGGER)
+    if not any(isinstance(f, _DropNoCudaRuntime) for f in logger.filters):
+        logger.addFilter(_DropNoCudaRuntime())
 
 
 def remember_command(argv: Sequence[str]) -> None:
@@ -51,6 +75,8 @@ def device_precision_line(
         autocast_dtype: the autocast dtype chosen (None = fp32), from ``autocast_dtype_for``.
         cpu_fast_bf16: ``components.cpu_has_fast_bf16()``.
     """
+    import torch  # here: a settings error or --help does not wait for torch to import
+
     device = torch.device(device)
     chosen = "bf16" if autocast_dtype == torch.bfloat16 else "fp32"
     name = str(device)
