@@ -4,7 +4,8 @@
 - ``jobs``: launching jobs in a subprocess with a hang guard that kills the whole process tree;
   ``harness``: the small resilience training script those jobs run.
 - ``cli`` / ``cli_standin``: ``python -m ssd_train`` / ``ssd-train`` in a subprocess, or the same
-  entry point with the tiny stand-in network.
+  entry point with the tiny stand-in network; ``prelaunch``: such a process forked from one that
+  has imported torch already (the session's ``prelaunched`` fixture: ~8 s less per launch).
 - ``logs``: ``:::MLLOG`` records and ``metrics.jsonl``.
 - ``standin`` / ``trainer_runs``: a tiny network with SSD300's interface and in-process runs of
   the real ``Trainer`` on a few synthetic images (scripted mAPs where the test is about

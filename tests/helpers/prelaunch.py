@@ -100,6 +100,8 @@ def serve() -> None:
     """Import :data:`PRELOAD`, say ``ready``, then fork one child per request line on stdin."""
     import runpy
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C to pytest is for pytest
+    client = os.getppid()
     for name in PRELOAD:
         importlib.import_module(name)
     _say("ready")
@@ -107,6 +109,8 @@ def serve() -> None:
     while True:
         readable, _, _ = select.select([0], [], [], 0.02)
         _reap()
+        if os.getppid() != client:
+            return  # pytest is gone (killed before it could say quit)
         if not readable:
             continue
         chunk = os.read(0, 1 << 16)
