@@ -177,6 +177,8 @@ class _Server:
         self.proc.stdin.flush()
         self.wait_for(lambda: request_id in self.pids, 60)
         with self.lock:
+            if request_id not in self.pids:
+                raise RuntimeError(f"the prelaunch server did not fork (exit {self.proc.poll()})")
             return self.pids.pop(request_id)
 
     def close(self) -> None:
