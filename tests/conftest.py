@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 import torch
@@ -50,7 +51,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def prelaunched():
+def prelaunched() -> ModuleType:
     """:mod:`tests.helpers.prelaunch` with its server started: launches without import time."""
     prelaunch.start_server()
     return prelaunch
