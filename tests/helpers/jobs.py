@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -62,10 +62,20 @@ def kill_job(pid: int) -> None:
             os.kill(p, signal.SIGKILL)
 
 
-LAUNCHED: list[subprocess.Popen] = []
+class Job(Protocol):
+    """What a tracked job offers: ``subprocess.Popen`` or ``prelaunch.PrelaunchedProcess``."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
-def track(proc: subprocess.Popen) -> subprocess.Popen:
+J = TypeVar("J", bound=Job)
+LAUNCHED: list[Job] = []
+
+
+def track(proc: J) -> J:
     """Remember a launched job so that :func:`kill_leftovers` can end it if a test fails."""
     LAUNCHED.append(proc)
     return proc

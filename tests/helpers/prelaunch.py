@@ -22,15 +22,18 @@ tests use (``pid``, ``poll``, ``wait``, ``send_signal``, ``kill``); :func:`run` 
 from __future__ import annotations
 
 import importlib
+import io
 import itertools
 import json
 import os
+import runpy
 import select
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 # What a training run imports, heaviest first (python -X importtime of a stand-in run).
@@ -47,9 +50,7 @@ PRELOAD = (
 # ----------------------------------------------------------------------------- the server
 
 
-def _text_stream(fd: int, unbuffered: bool):
-    import io
-
+def _text_stream(fd: int, unbuffered: bool) -> io.TextIOWrapper:
     raw = io.FileIO(fd, "w", closefd=False)
     return io.TextIOWrapper(
         raw, encoding="utf-8", errors="backslashreplace", line_buffering=True,
@@ -98,8 +99,6 @@ def _say(line: str) -> None:
 
 def serve() -> None:
     """Import :data:`PRELOAD`, say ``ready``, then fork one child per request line on stdin."""
-    import runpy
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C to pytest is for pytest
     client = os.getppid()
     for name in PRELOAD:
@@ -164,12 +163,13 @@ class _Server:
             self.ready = None  # the server died
             self.lock.notify_all()
 
-    def wait_for(self, what, timeout: float | None) -> bool:
+    def wait_for(self, what: Callable[[], object], timeout: float | None) -> bool:
         with self.lock:
             return self.lock.wait_for(lambda: self.ready is None or what(), timeout)
 
     def fork(self, request: dict) -> int:
-        if not self.wait_for(lambda: self.ready, 300) or not self.ready:
+        self.wait_for(lambda: self.ready, 300)
+        if not self.ready:
             raise RuntimeError(f"the prelaunch server did not start (exit {self.proc.poll()})")
         request_id = next(self.ids)
         assert self.proc.stdin is not None
